@@ -1,0 +1,107 @@
+"""The demo web node: what the original lab's Express app answered, in stdlib Python.
+
+`GET /` answers 200 JSON {"hello", "ip", "host", "tag", "id"} and an `x-backend-ip`
+header (fields whose value is unset are absent, as in the original). `GET /healthz` is the
+cheap path for probes. `POST /delay {"delay": ms}` slows every later request down.
+No session store: probing this node costs it nothing. SIGTERM stops it gracefully.
+
+Usage: python app.py [--bind ADDR] [--port 3000] [--tag T] [--id ID] [--status CODE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class Node:
+    def __init__(self, tag: str | None, node_id: str | None, host: str, status: int) -> None:
+        self.tag = tag
+        self.node_id = node_id
+        self.host = host
+        self.status = status
+        self.delay_seconds = 0.0
+
+
+def make_handler(node: Node) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        server_version = "poller-demo-webapp"
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass  # one line per request would drown the demo's output
+
+        def _send(self, status: int, payload: dict[str, object]) -> None:
+            body = json.dumps(payload).encode() + b"\n"
+            ip = self.connection.getsockname()[0]
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("x-backend-ip", ip)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            if node.delay_seconds:
+                time.sleep(node.delay_seconds)
+            if self.path == "/healthz":
+                self._send(node.status, {"status": "ok" if node.status < 400 else "failing"})
+                return
+            payload: dict[str, object] = {"hello": "world!", "ip": self.connection.getsockname()[0]}
+            payload["host"] = node.host
+            if node.tag:
+                payload["tag"] = node.tag
+            if node.node_id:
+                payload["id"] = node.node_id
+            self._send(node.status, payload)
+
+        do_HEAD = do_GET
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(min(length, 4096))
+            if self.path != "/delay":
+                self._send(404, {"error": "not found"})
+                return
+            try:
+                node.delay_seconds = max(0.0, float(json.loads(raw)["delay"]) / 1000.0)
+            except (ValueError, KeyError, TypeError):
+                self._send(400, {"error": 'expected {"delay": ms}'})
+                return
+            self._send(200, {"delay": node.delay_seconds * 1000.0})
+
+    return Handler
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bind", default=os.environ.get("BIND", "0.0.0.0"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "3000")))
+    parser.add_argument("--tag", default=os.environ.get("TAG"))
+    parser.add_argument("--id", dest="node_id", default=os.environ.get("NODE_ID"))
+    parser.add_argument("--host", default=os.environ.get("HOSTNAME", socket.gethostname()))
+    parser.add_argument("--status", type=int, default=200, help="status every GET answers")
+    args = parser.parse_args()
+    node = Node(args.tag, args.node_id, args.host, args.status)
+    server = ThreadingHTTPServer((args.bind, args.port), make_handler(node))
+    server.daemon_threads = True
+
+    def stop(signum: int, frame: object) -> None:
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    print(f"listening on {args.bind}:{args.port}", flush=True)
+    server.serve_forever(poll_interval=0.2)
+    server.server_close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,413 @@
+"""The typed configuration: YAML file < environment < CLI flags, validated once.
+
+Owns the model (frozen, unknown keys rejected), the loading of the YAML file and the
+`POLLER_SECTION__KEY` environment overrides, and turning every validation failure into one
+`ConfigError` that names the file line, the field path (or the variable) and the value.
+It must not touch the network or interpret subnets beyond syntax (`targets` does that).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import netaddr
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from poller.errors import ConfigError
+
+ENV_PREFIX = "POLLER_"
+
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_PATH = re.compile(r"^/[\x21-\x7e]*$")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _as_list(value: Any) -> Any:
+    """Accept "a,b" (handy in environment variables) and a lone scalar as lists."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, int):
+        return [value]
+    return value
+
+
+class DiscoverySettings(_Section):
+    """Which addresses and ports are swept."""
+
+    subnets: tuple[str, ...] = Field(
+        default=("192.168.42.0/24",),
+        description="IPv4/IPv6 CIDRs to sweep, or `auto` for the networks of this host's "
+        "own non-loopback interfaces (for the sidecar).",
+    )
+    exclude: tuple[str, ...] = Field(
+        default=("192.168.42.1", "192.168.42.42"),
+        description="Addresses, CIDRs or ranges (`A-B`) never probed (gateway, HAProxy).",
+    )
+    ports: tuple[Annotated[int, Field(ge=1, le=65535)], ...] = Field(
+        default=(3000,), min_length=1, description="TCP ports probed on every address."
+    )
+    max_targets: int = Field(
+        default=65536,
+        ge=1,
+        description="Refuse to sweep more (address, port) pairs than this.",
+    )
+    concurrency: int = Field(default=256, ge=1, le=4096, description="Probes in flight at once.")
+    neighbour_table_limit: int | None = Field(
+        default=None,
+        ge=64,
+        description="The host's neighbour (ARP) table size, gc_thresh3. Unset: read from "
+        "/proc, or 1,024 (the kernel default) where a container hides it. A sweep leaves "
+        "at most a quarter of it unresolved at once.",
+    )
+
+    _split = field_validator("subnets", "exclude", "ports", mode="before")(_as_list)
+
+    @field_validator("subnets")
+    @classmethod
+    def _check_subnets(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("at least one subnet (or `auto`) is needed")
+        if "auto" in value:
+            if len(value) > 1:
+                raise ValueError("`auto` cannot be combined with other subnets")
+            return value
+        for item in value:
+            try:
+                netaddr.IPNetwork(item, expand_partial=False)
+            except (netaddr.AddrFormatError, ValueError, TypeError) as exc:
+                raise ValueError(f"{item!r} is not a CIDR subnet") from exc
+            if "/" not in item:
+                raise ValueError(f"{item!r} has no prefix length (write it as a CIDR, e.g. /24)")
+        return value
+
+    @field_validator("exclude")
+    @classmethod
+    def _check_exclude(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            parse_address_set_item(item)
+        return value
+
+    @field_validator("ports")
+    @classmethod
+    def _check_ports(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"ports repeat: {list(value)}")
+        return value
+
+
+def parse_address_set_item(item: str) -> netaddr.IPSet:
+    """One `exclude` entry (address, CIDR or `first-last` range) as an IPSet."""
+    try:
+        if "-" in item:
+            first, last = (part.strip() for part in item.split("-", 1))
+            return netaddr.IPSet(netaddr.IPRange(first, last))
+        return netaddr.IPSet([netaddr.IPNetwork(item, expand_partial=False)])
+    except (netaddr.AddrFormatError, ValueError, TypeError) as exc:
+        raise ValueError(f"{item!r} is not an address, CIDR or range") from exc
+
+
+class IdentitySettings(_Section):
+    """Where a node's identity is read from: exactly one of the two."""
+
+    json_field: str | None = Field(
+        default=None, min_length=1, description="Top-level field of a JSON body, e.g. `host`."
+    )
+    header: str | None = Field(
+        default=None, min_length=1, description="Response header, e.g. `x-backend-ip`."
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> IdentitySettings:
+        if (self.json_field is None) == (self.header is None):
+            raise ValueError("set exactly one of `json_field` or `header`")
+        if self.header is not None and not _HEADER_NAME.match(self.header):
+            raise ValueError(f"{self.header!r} is not a valid header name")
+        return self
+
+
+StatusRanges = tuple[tuple[int, int], ...]
+
+
+def parse_status_ranges(value: Any) -> StatusRanges:
+    """`200-299`, `200,204`, 200 or [200, "300-399"] into sorted inclusive ranges."""
+    items = value if isinstance(value, list | tuple) else str(value).split(",")
+    ranges: list[tuple[int, int]] = []
+    for raw in items:
+        text = str(raw).strip()
+        match = re.fullmatch(r"(\d{3})(?:\s*-\s*(\d{3}))?", text)
+        if not match:
+            raise ValueError(f"{text!r} is not a status code or range such as 200-399")
+        low = int(match.group(1))
+        high = int(match.group(2) or low)
+        if not 100 <= low <= high <= 599:
+            raise ValueError(f"{text!r} is not within 100-599 with low <= high")
+        ranges.append((low, high))
+    if not ranges:
+        raise ValueError("at least one status code is needed")
+    return tuple(sorted(set(ranges)))
+
+
+class ProbeSettings(_Section):
+    """How one candidate is asked whether it is healthy."""
+
+    scheme: Literal["http", "https"] = Field(default="http", description="`http` or `https`.")
+    verify_tls: bool = Field(default=True, description="With https: check the node's certificate.")
+    method: Literal["GET", "HEAD"] = Field(default="GET", description="`GET` or `HEAD`.")
+    path: str = Field(default="/", description="Request path; point it at a cheap health endpoint.")
+    expect_status: StatusRanges = Field(
+        default=((200, 299),),
+        description="Healthy status codes: `200-299`, `200,204`, or a list.",
+    )
+    expect_body: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Substring the first `max_body_bytes` of the body must contain.",
+    )
+    headers: Mapping[str, str] = Field(
+        default_factory=dict, description="Extra request headers, e.g. `Host`."
+    )
+    identity: IdentitySettings | None = Field(
+        default=None,
+        description="Where a node's identity is read (`json_field` or `header`); a new "
+        "identity at the same ip:port is a new member.",
+    )
+    timeout_seconds: float = Field(
+        default=0.5,
+        gt=0,
+        le=60,
+        description="Hard deadline for one probe: connect and response together.",
+    )
+    max_body_bytes: int = Field(
+        default=65536, ge=0, le=16 * 1024 * 1024, description="Body bytes read at most."
+    )
+
+    @field_validator("expect_status", mode="before")
+    @classmethod
+    def _parse_status(cls, value: Any) -> StatusRanges:
+        if isinstance(value, tuple) and all(isinstance(r, tuple) for r in value):
+            return value
+        return parse_status_ranges(value)
+
+    @field_validator("path")
+    @classmethod
+    def _check_path(cls, value: str) -> str:
+        if not _PATH.match(value):
+            raise ValueError(f"{value!r} must start with / and contain no spaces or controls")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _check_headers(cls, value: Mapping[str, str]) -> Mapping[str, str]:
+        for name, text in value.items():
+            if not _HEADER_NAME.match(name):
+                raise ValueError(f"{name!r} is not a valid header name")
+            if any(ch in text for ch in "\r\n\0"):
+                raise ValueError(f"header {name!r} has a line break or NUL in its value")
+        return dict(sorted(value.items()))
+
+    @model_validator(mode="after")
+    def _body_needs_get(self) -> ProbeSettings:
+        reads_body = self.expect_body is not None or (
+            self.identity is not None and self.identity.json_field is not None
+        )
+        if self.method == "HEAD" and reads_body:
+            raise ValueError(
+                "method HEAD returns no body: expect_body and identity.json_field need GET"
+            )
+        return self
+
+    def status_ok(self, status: int) -> bool:
+        return any(low <= status <= high for low, high in self.expect_status)
+
+
+class PoolSettings(_Section):
+    """When a candidate joins and a member leaves."""
+
+    interval_seconds: float = Field(
+        default=1.0, gt=0, le=3600, description="Time between two probes of a target."
+    )
+    rise: int = Field(default=2, ge=1, le=100, description="Successes in a row to join.")
+    fall: int = Field(default=2, ge=1, le=100, description="Failures in a row to leave.")
+
+
+class Settings(_Section):
+    """The whole configuration."""
+
+    discovery: DiscoverySettings = Field(default_factory=DiscoverySettings)
+    probe: ProbeSettings = Field(default_factory=ProbeSettings)
+    pool: PoolSettings = Field(default_factory=PoolSettings)
+
+    @model_validator(mode="after")
+    def _timeout_below_interval(self) -> Settings:
+        if self.probe.timeout_seconds >= self.pool.interval_seconds:
+            raise ValueError(
+                f"probe.timeout_seconds ({self.probe.timeout_seconds:g}) must be shorter "
+                f"than pool.interval_seconds ({self.pool.interval_seconds:g})"
+            )
+        return self
+
+
+Overrides = Mapping[str, Mapping[str, Any]]
+
+
+def load_settings(
+    path: Path | None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Overrides | None = None,
+) -> Settings:
+    """Build `Settings` from a YAML file, the environment and CLI overrides (in rising
+    precedence). Every failure is a `ConfigError` naming where it comes from."""
+    source = str(path) if path is not None else "defaults"
+    data: dict[str, Any] = {}
+    tree: yaml.Node | None = None
+    if path is not None:
+        data, tree = _read_yaml(path)
+    origins: dict[tuple[str, str], str] = {}
+    env_data = _env_overrides(os.environ if environ is None else environ)
+    for layer, origin in ((env_data, "env"), (overrides or {}, "flag")):
+        for section, values in layer.items():
+            target = data.setdefault(section, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"{source}: {section}", "must be a mapping")
+            for key, value in values.items():
+                target[key] = value
+                origins[(section, key)] = origin
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise _config_error(exc, source, tree, origins) from None
+
+
+def _read_yaml(path: Path) -> tuple[dict[str, Any], yaml.Node | None]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), f"cannot read: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), "is not UTF-8 text") from exc
+    try:
+        tree = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(where, f"malformed YAML: {problem}") from exc
+    if data is None:
+        return {}, None
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), "the top level must be a mapping of sections")
+    if tree is not None:
+        _reject_duplicate_keys(tree, path)
+    return data, tree
+
+
+def _reject_duplicate_keys(node: yaml.Node, path: Path, prefix: str = "") -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            dotted = f"{prefix}.{key}" if prefix else key
+            if key in seen:
+                raise ConfigError(
+                    f"{path}:{key_node.start_mark.line + 1}: {dotted}", "key repeated"
+                )
+            seen.add(key)
+            _reject_duplicate_keys(value_node, path, dotted)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _reject_duplicate_keys(item, path, prefix)
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """`POLLER_PROBE__TIMEOUT_SECONDS=0.3` -> {"probe": {"timeout_seconds": 0.3}}; values are
+    YAML scalars or flow collections (`[3000, 8080]`, `{header: x-id}`)."""
+    result: dict[str, dict[str, Any]] = {}
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
+        if not section or not key or "__" in key:
+            raise ConfigError(name, "expected POLLER_SECTION__KEY")
+        if section not in Settings.model_fields:
+            raise ConfigError(name, f"unknown section {section!r} (known: {_known(Settings)})")
+        try:
+            value = yaml.safe_load(environ[name])
+        except yaml.YAMLError as exc:
+            raise ConfigError(name, f"not a YAML value: {environ[name]!r}") from exc
+        result.setdefault(section, {})[key] = value
+    return result
+
+
+def _known(model: type[BaseModel]) -> str:
+    return ", ".join(model.model_fields)
+
+
+def _config_error(
+    exc: ValidationError,
+    source: str,
+    tree: yaml.Node | None,
+    origins: Mapping[tuple[str, str], str],
+) -> ConfigError:
+    error = exc.errors()[0]
+    loc = tuple(str(part) for part in error["loc"])
+    dotted = ".".join(loc)
+    if error["type"] == "extra_forbidden":
+        problem = "unknown key"
+        parent = _model_at(loc[:-1])
+        if parent is not None:
+            problem += f" (known: {_known(parent)})"
+    else:
+        problem = str(error["msg"]).removeprefix("Value error, ")
+        if "input" in error and not isinstance(error["input"], dict) and loc:
+            problem += f" (got {error['input']!r})"
+    origin = origins.get((loc[0], loc[1])) if len(loc) >= 2 else None
+    if origin == "env":
+        where = f"{ENV_PREFIX}{loc[0].upper()}__{loc[1].upper()}"
+        if len(loc) > 2:
+            where += f" ({dotted})"
+    elif origin == "flag":
+        where = f"command line ({dotted})"
+    else:
+        line = _line_of(tree, loc)
+        where = f"{source}:{line}: {dotted}" if line else f"{source}: {dotted or 'settings'}"
+    return ConfigError(where, problem)
+
+
+def _model_at(loc: tuple[str, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] = Settings
+    for part in loc:
+        field = model.model_fields.get(part)
+        annotation = field.annotation if field else None
+        candidates = [annotation, *getattr(annotation, "__args__", ())]
+        nested = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        if not nested:
+            return None
+        model = nested[0]
+    return model
+
+
+def _line_of(tree: yaml.Node | None, loc: tuple[str, ...]) -> int | None:
+    """The 1-based line of the deepest node of `loc` found in the YAML tree."""
+    node, line = tree, None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            found = [(k, v) for k, v in node.value if str(k.value) == part]
+            if not found:
+                break
+            key_node, node = found[-1]
+            line = key_node.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode) and part.isdigit() and int(part) < len(node.value):
+            node = node.value[int(part)]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line

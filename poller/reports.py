@@ -1,0 +1,79 @@
+"""Scan results as text for people and JSON for machines. Pure formatting, no I/O.
+
+Identities are untrusted text from the nodes: the table shows them escaped (no terminal
+control sequences reach the operator's screen) and JSON escapes them by construction.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from poller.probing import ProbeResult, Sweep
+from poller.sweeping import Discovery
+
+_TABLE_IDENTITY_CHARS = 40
+
+
+def safe_text(text: str | None, limit: int = _TABLE_IDENTITY_CHARS) -> str:
+    """Printable, single-line, bounded: control characters are shown as escapes."""
+    if text is None:
+        return "-"
+    shown = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
+
+
+def result_dict(result: ProbeResult) -> dict[str, Any]:
+    return {
+        "address": result.target.address,
+        "port": result.target.port,
+        "healthy": result.healthy,
+        "result": str(result.outcome),
+        "status": result.status,
+        "latency_ms": result.latency_ms,
+        "identity": result.identity,
+        "detail": result.detail,
+    }
+
+
+def scan_json(discovery: Discovery, found: Sweep) -> dict[str, Any]:
+    return {
+        "subnets": list(discovery.subnets),
+        "ports": list(discovery.plan.ports),
+        "targets": found.targets,
+        "healthy": len(found.healthy),
+        "duration_seconds": round(found.duration_seconds, 3),
+        "outcomes": dict(sorted(found.outcomes.items())),
+        "results": [result_dict(result) for result in found.results],
+    }
+
+
+def summary_line(discovery: Discovery, found: Sweep) -> str:
+    answered = sum(1 for result in found.results if result.connected)
+    outcomes = ", ".join(f"{name} {count}" for name, count in sorted(found.outcomes.items()))
+    return (
+        f"{found.targets} targets ({', '.join(discovery.subnets)} x port "
+        f"{','.join(map(str, discovery.plan.ports))}) in {found.duration_seconds:.2f} s: "
+        f"{answered} answered, {len(found.healthy)} healthy ({outcomes})"
+    )
+
+
+def scan_table(discovery: Discovery, found: Sweep) -> str:
+    header = ("ADDRESS", "PORT", "RESULT", "STATUS", "LATENCY_MS", "IDENTITY")
+    rows = [
+        (
+            r.target.address,
+            str(r.target.port),
+            str(r.outcome),
+            str(r.status) if r.status is not None else "-",
+            f"{r.latency_ms:.1f}",
+            safe_text(r.identity),
+        )
+        for r in found.results
+    ]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
+    lines.append(summary_line(discovery, found))
+    return "\n".join(lines) + "\n"

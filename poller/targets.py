@@ -1,0 +1,80 @@
+"""Which (address, port) pairs a sweep tries. Pure: no I/O, no clock.
+
+Subnets become one netaddr set: duplicates and overlaps merge, the network and broadcast
+addresses of IPv4 prefixes shorter than /31 are dropped, excludes are removed, and the
+size is bounded *before* anything is expanded, so a typo like /8 costs nothing. Order is
+deterministic: by address, then by port (all ports of one address back to back, so one
+neighbour-table entry serves them all).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import netaddr
+
+from poller.config import parse_address_set_item
+from poller.errors import TargetsError
+
+
+@dataclass(frozen=True, order=True)
+class Target:
+    address: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class TargetPlan:
+    """A bounded, lazily expanded set of targets."""
+
+    addresses: netaddr.IPSet
+    ports: tuple[int, ...]
+
+    @property
+    def count(self) -> int:
+        return int(self.addresses.size) * len(self.ports)
+
+    def __iter__(self) -> Iterator[Target]:
+        ports = sorted(self.ports)
+        for cidr in self.addresses.iter_cidrs():
+            version = cidr.version
+            for value in range(cidr.first, cidr.last + 1):
+                text = str(ipaddress.ip_address(value)) if version == 6 else _v4(value)
+                for port in ports:
+                    yield Target(text, port)
+
+
+def _v4(value: int) -> str:
+    return f"{value >> 24}.{(value >> 16) & 255}.{(value >> 8) & 255}.{value & 255}"
+
+
+def plan_targets(
+    subnets: Sequence[str],
+    exclude: Sequence[str],
+    ports: Sequence[int],
+    max_targets: int,
+) -> TargetPlan:
+    """Expand CIDRs minus excludes into a `TargetPlan` of at most `max_targets` pairs."""
+    addresses = netaddr.IPSet()
+    for subnet in subnets:
+        network = netaddr.IPNetwork(subnet, expand_partial=False)
+        if network.version == 4 and network.prefixlen < 31:
+            addresses.add(netaddr.IPRange(network.first + 1, network.last - 1))
+        else:
+            addresses.add(network.cidr)
+    for item in exclude:
+        addresses = addresses - parse_address_set_item(item)
+    plan = TargetPlan(addresses, tuple(sorted(set(ports))))
+    if plan.count > max_targets:
+        raise TargetsError(
+            "discovery.max_targets",
+            f"{', '.join(subnets)} x {len(plan.ports)} port(s) is {plan.count:,} targets, "
+            f"more than the bound of {max_targets:,}; narrow the subnets or raise the bound",
+        )
+    return plan

@@ -1,0 +1,56 @@
+"""Suite-wide guards and fixtures.
+
+The whole suite must run inside a private network namespace (`make test` does this with
+`unshare --net`), so that no test can reach a real network: at start, the only interface
+must be loopback and there must be no route off the machine.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.processes import Processes
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _private_namespace_problem() -> str | None:
+    # /proc/net is per network namespace (/sys/class/net is not remounted by unshare).
+    lines = Path("/proc/net/dev").read_text().splitlines()[2:]
+    interfaces = sorted(line.split(":", 1)[0].strip() for line in lines)
+    if interfaces != ["lo"]:
+        return f"network interfaces {interfaces} are visible"
+    routes = Path("/proc/net/route").read_text().splitlines()[1:]
+    if routes:
+        return "an IPv4 route exists"
+    return None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    problem = _private_namespace_problem()
+    if problem is not None:
+        raise pytest.UsageError(
+            f"refusing to run: {problem}. The suite runs only inside a private network "
+            "namespace; use `make test` (unshare --net) so no test can reach a real network."
+        )
+
+
+@pytest.fixture
+def processes() -> Iterator[Processes]:
+    procs = Processes()
+    try:
+        yield procs
+    finally:
+        procs.stop_all()
+
+
+def requires_root() -> None:
+    """Tests that need root fail loudly under CI and skip, with the reason, elsewhere."""
+    if os.geteuid() != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail("this test needs root (CI runs as root): it cannot run here")
+        pytest.skip("needs root inside the test namespace")

@@ -1,0 +1,147 @@
+"""The command line as users meet it: exit codes, one-line errors, `auto` subnets."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import requires_root
+from tests.support.processes import ROOT
+
+
+def poller(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "poller", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env=env,
+    )
+
+
+def config(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (
+            ["scan", "--port", "0"],
+            3,
+            "command line (discovery.ports.0): Input should be greater than or equal to 1",
+        ),
+        (
+            ["scan", "--subnet", "10.0.0.0/8"],
+            3,
+            "discovery.max_targets: 10.0.0.0/8 x 1 port(s) is 16,777,214 targets",
+        ),
+        (["scan", "--subnet", "nonsense"], 3, "'nonsense' is not a CIDR subnet"),
+        (
+            ["scan", "--timeout", "5"],
+            3,
+            "probe.timeout_seconds (5) must be shorter than pool.interval_seconds (1)",
+        ),
+        (["scan", "--concurrency", "lots"], 2, "invalid int value: 'lots'"),
+        (["frobnicate"], 2, "invalid choice: 'frobnicate'"),
+        (
+            ["scan", "--config", "/nonexistent/poller.yaml"],
+            3,
+            "/nonexistent/poller.yaml: cannot read",
+        ),
+    ],
+)
+def test_bad_input_is_one_clear_line_and_an_exit_code(
+    args: list[str], code: int, message: str
+) -> None:
+    run = poller(*args)
+    assert run.returncode == code
+    assert message in run.stderr
+    assert run.stdout == ""
+    if code == 3:
+        assert run.stderr.count("\n") == 1
+        assert run.stderr.startswith("poller: error: ")
+
+
+def test_malformed_yaml_reports_the_line(tmp_path: Path) -> None:
+    run = poller("check-config", "--config", config(tmp_path, "pool:\n  rise: 2\n fall: 3\n"))
+    assert run.returncode == 3
+    assert "bad.yaml:3: malformed YAML" in run.stderr
+
+
+def test_unknown_key_reports_its_path(tmp_path: Path) -> None:
+    run = poller("scan", "--config", config(tmp_path, "probe:\n  identity:\n    jsonfield: host\n"))
+    assert run.returncode == 3
+    assert (
+        "bad.yaml:3: probe.identity.jsonfield: unknown key (known: json_field, header)"
+        in run.stderr
+    )
+
+
+def test_env_errors_name_the_variable() -> None:
+    env = dict(os.environ, POLLER_POOL__RISE="0")
+    run = poller("check-config", env=env)
+    assert run.returncode == 3
+    assert "POLLER_POOL__RISE: Input should be greater than or equal to 1" in run.stderr
+
+
+def test_check_config_accepts_the_shipped_config() -> None:
+    run = poller("check-config", "--config", "config/poller.yaml")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == "ok: 252 targets in 192.168.42.0/24, ports 3000\n"
+
+
+def test_check_config_json_prints_effective_settings() -> None:
+    env = dict(os.environ, POLLER_POOL__FALL="5")
+    run = poller("check-config", "--json", env=env)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["pool"]["fall"] == 5
+
+
+def test_failed_sweep_is_exit_4_not_an_empty_pool() -> None:
+    # No route to 10.255.255.0/30 exists in the test namespace: every connect fails at once
+    # with ENETUNREACH, on the poller's side, and no packet leaves.
+    run = poller("scan", "--subnet", "10.255.255.0/30", "--json")
+    assert run.returncode == 4
+    assert "sweep failed" in run.stderr
+    assert "Network is unreachable" in run.stderr
+    assert run.stdout == ""
+
+
+def test_auto_without_a_usable_interface_is_a_config_error() -> None:
+    run = poller("check-config", env=dict(os.environ, POLLER_DISCOVERY__SUBNETS="auto"))
+    assert run.returncode == 3
+    assert "discovery.subnets: `auto` found no up, non-loopback IPv4 interface" in run.stderr
+
+
+@pytest.fixture
+def veth_interface() -> Iterator[str]:
+    """A veth pair inside the suite's private namespace: an address, no route out."""
+    requires_root()
+    name = "pt-auto0"
+    subprocess.run(
+        ["ip", "link", "add", name, "type", "veth", "peer", "name", "pt-auto1"], check=True
+    )
+    try:
+        subprocess.run(["ip", "addr", "add", "10.200.0.1/29", "dev", name], check=True)
+        subprocess.run(["ip", "link", "set", name, "up"], check=True)
+        subprocess.run(["ip", "link", "set", "pt-auto1", "up"], check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "link", "del", name], check=True)  # takes its peer along
+
+
+def test_auto_finds_the_host_networks_and_skips_its_own_address(veth_interface: str) -> None:
+    run = poller("check-config", env=dict(os.environ, POLLER_DISCOVERY__SUBNETS="auto"))
+    assert run.returncode == 0, run.stderr
+    # 10.200.0.0/29 has 6 hosts; our own .1 is excluded.
+    assert run.stdout == "ok: 5 targets in 10.200.0.0/29, ports 3000\n"

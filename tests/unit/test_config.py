@@ -1,0 +1,176 @@
+"""Config loading: defaults, precedence, and a clear error for each kind of bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from poller.config import Settings, load_settings, parse_status_ranges
+from poller.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "poller.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_shipped_config_is_the_builtin_default() -> None:
+    assert load_settings(ROOT / "config" / "poller.yaml", environ={}) == Settings()
+
+
+def test_empty_file_gives_defaults(tmp_path: Path) -> None:
+    assert load_settings(write(tmp_path, ""), environ={}) == Settings()
+
+
+def test_settings_are_frozen() -> None:
+    settings = Settings()
+    with pytest.raises(ValueError, match="frozen"):
+        settings.pool.rise = 5  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "problem"),
+    [
+        ("discovery:\n  ports: [3000\n", "poller.yaml:3", "malformed YAML"),
+        (
+            "probe:\n  timout_seconds: 0.2\n",
+            "poller.yaml:2: probe.timout_seconds",
+            "unknown key (known: scheme",
+        ),
+        (
+            "pools:\n  rise: 2\n",
+            "poller.yaml:1: pools",
+            "unknown key (known: discovery, probe, pool)",
+        ),
+        (
+            "discovery:\n  subnets: [10.0.0.0/33]\n",
+            "discovery.subnets",
+            "'10.0.0.0/33' is not a CIDR",
+        ),
+        ("discovery:\n  subnets: [10.0.0.1]\n", "discovery.subnets", "has no prefix length"),
+        ("discovery:\n  subnets: [auto, 10.0.0.0/24]\n", "discovery.subnets", "cannot be combined"),
+        (
+            "discovery:\n  exclude: [10.0.0.300]\n",
+            "discovery.exclude",
+            "'10.0.0.300' is not an address",
+        ),
+        (
+            "discovery:\n  ports: [3000, 70000]\n",
+            "poller.yaml:2: discovery.ports.1",
+            "65535 (got 70000)",
+        ),
+        ("discovery:\n  ports: [3000, 3000]\n", "discovery.ports", "ports repeat"),
+        ("discovery:\n  ports: []\n", "discovery.ports", "at least 1 item"),
+        ("pool:\n  rise: 0\n", "poller.yaml:2: pool.rise", "greater than or equal to 1 (got 0)"),
+        ("pool:\n  fall: two\n", "pool.fall", "valid integer"),
+        (
+            "probe:\n  timeout_seconds: 2\npool:\n  interval_seconds: 2\n",
+            "poller.yaml: settings",
+            "probe.timeout_seconds (2) must be shorter than pool.interval_seconds (2)",
+        ),
+        ("probe:\n  method: POST\n", "probe.method", "'GET' or 'HEAD'"),
+        ("probe:\n  path: health\n", "probe.path", "must start with /"),
+        ("probe:\n  expect_status: 2xx\n", "probe.expect_status", "'2xx' is not a status code"),
+        ("probe:\n  expect_status: 399-200\n", "probe.expect_status", "low <= high"),
+        ("probe:\n  identity: {}\n", "probe.identity", "exactly one of"),
+        ("probe:\n  identity: {json_field: host, header: x-id}\n", "probe.identity", "exactly one"),
+        ("probe:\n  method: HEAD\n  expect_body: ok\n", "probe", "method HEAD returns no body"),
+        ("probe:\n  headers: {'bad name': x}\n", "probe.headers", "not a valid header name"),
+        ("probe:\n  scheme: ftp\n", "probe.scheme", "'http' or 'https'"),
+        ("discovery:\n  subnets: []\n", "discovery.subnets", "at least one subnet"),
+        ("pool:\n  rise: 2\n  rise: 3\n", "poller.yaml:3: pool.rise", "key repeated"),
+        ("- a\n- b\n", "poller.yaml", "top level must be a mapping"),
+    ],
+)
+def test_bad_input_names_the_field_and_value(
+    tmp_path: Path, text: str, where: str, problem: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, text), environ={})
+    message = str(caught.value)
+    assert where in message
+    assert problem in message
+    assert "\n" not in message
+
+
+def test_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"nope\.yaml: cannot read: No such file"):
+        load_settings(tmp_path / "nope.yaml", environ={})
+
+
+def test_precedence_flag_over_env_over_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "pool:\n  rise: 3\n  fall: 4\nprobe:\n  timeout_seconds: 0.2\n")
+    env = {"POLLER_POOL__RISE": "5", "POLLER_PROBE__TIMEOUT_SECONDS": "0.3"}
+    settings = load_settings(path, environ=env, overrides={"probe": {"timeout_seconds": 0.4}})
+    assert settings.pool.rise == 5  # env beats file
+    assert settings.pool.fall == 4  # file beats default
+    assert settings.probe.timeout_seconds == 0.4  # flag beats env
+
+
+def test_env_values_are_yaml_and_lists_accept_commas() -> None:
+    env = {
+        "POLLER_DISCOVERY__PORTS": "3000,8080",
+        "POLLER_DISCOVERY__SUBNETS": "10.0.0.0/24, 10.0.1.0/24",
+        "POLLER_PROBE__IDENTITY": "{header: x-backend-ip}",
+        "POLLER_PROBE__HEADERS": "{Host: app.example}",
+        "UNRELATED": "x",
+    }
+    settings = load_settings(None, environ=env)
+    assert settings.discovery.ports == (3000, 8080)
+    assert settings.discovery.subnets == ("10.0.0.0/24", "10.0.1.0/24")
+    assert settings.probe.identity is not None
+    assert settings.probe.identity.header == "x-backend-ip"
+    assert settings.probe.headers == {"Host": "app.example"}
+
+
+@pytest.mark.parametrize(
+    ("env", "where", "problem"),
+    [
+        ({"POLLER_POOL__RISE": "0"}, "POLLER_POOL__RISE", "greater than or equal to 1"),
+        ({"POLLER_POOL__RIZE": "2"}, "POLLER_POOL__RIZE", "unknown key"),
+        ({"POLLER_POLL__RISE": "2"}, "POLLER_POLL__RISE", "unknown section 'poll'"),
+        (
+            {"POLLER_DISCOVERY__PORTS": "3000,0"},
+            "POLLER_DISCOVERY__PORTS (discovery.ports.1)",
+            "got '0'",
+        ),
+    ],
+)
+def test_env_errors_name_the_variable(env: dict[str, str], where: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, environ=env)
+    assert where in str(caught.value)
+    assert problem in str(caught.value)
+
+
+def test_flag_errors_name_the_command_line() -> None:
+    with pytest.raises(ConfigError, match=r"command line \(discovery\.concurrency\)"):
+        load_settings(None, environ={}, overrides={"discovery": {"concurrency": 0}})
+
+
+@pytest.mark.parametrize(
+    ("value", "ranges"),
+    [
+        ("200-299", ((200, 299),)),
+        (200, ((200, 200),)),
+        ("200,204", ((200, 200), (204, 204))),
+        ([204, "300-399"], ((204, 204), (300, 399))),
+        ("200-399, 200-399", ((200, 399),)),
+    ],
+)
+def test_status_ranges(value: object, ranges: tuple[tuple[int, int], ...]) -> None:
+    assert parse_status_ranges(value) == ranges
+
+
+def test_status_ok_uses_ranges() -> None:
+    settings = load_settings(None, environ={"POLLER_PROBE__EXPECT_STATUS": "200,300-302"})
+    assert [settings.probe.status_ok(code) for code in (200, 201, 301, 303)] == [
+        True,
+        False,
+        True,
+        False,
+    ]
