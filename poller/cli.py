@@ -41,13 +41,21 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Keep HAProxy's backend equal to the web nodes alive on a subnet.",
     )
     parser.add_argument("--version", action="version", version=f"poller {__version__}")
-    parser.add_argument(
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="YAML settings (default: the built-in defaults, which match config/poller.yaml)",
+    )
+    common.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    scan = commands.add_parser("scan", help="sweep the subnets once and print what answers")
-    _config_flag(scan)
+    scan = commands.add_parser(
+        "scan", parents=[common], help="sweep the subnets once and print what answers"
+    )
     scan.add_argument("--subnet", action="append", metavar="CIDR", help="repeatable")
     scan.add_argument("--port", action="append", type=int, metavar="N", help="repeatable")
     scan.add_argument("--timeout", type=float, metavar="SECONDS")
@@ -57,19 +65,11 @@ def _build_parser() -> argparse.ArgumentParser:
         "--all", action="store_true", help="list every target, not only those that answered"
     )
 
-    check = commands.add_parser("check-config", help="validate the configuration and exit")
-    _config_flag(check)
+    check = commands.add_parser(
+        "check-config", parents=[common], help="validate the configuration and exit"
+    )
     check.add_argument("--json", action="store_true", help="print the effective settings")
     return parser
-
-
-def _config_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config",
-        type=Path,
-        metavar="FILE",
-        help="YAML settings (default: the built-in defaults, which match config/poller.yaml)",
-    )
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:

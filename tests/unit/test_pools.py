@@ -151,23 +151,23 @@ rules_strategy = st.builds(Rules, rise=st.integers(1, 4), fall=st.integers(1, 4)
 
 
 def reference(seq: list[Observation], rules: Rules) -> dict[tuple[str, int], bool]:
-    """A deliberately naive model: replay each key's history from its last fresh start."""
+    """A deliberately naive model: counters per key, replayed from the whole history."""
     serving: dict[tuple[str, int], bool] = {}
     for key in {o.key for o in seq}:
-        history = [o for o in seq if o.key == key]
-        up, successes, failures, identity = False, 0, 0, None
-        for o in history:
+        up, down, successes, failures, identity = False, False, 0, 0, None
+        for o in (o for o in seq if o.key == key):
             if o.healthy and identity and o.identity and o.identity != identity:
-                up, successes, failures, identity = False, 0, 0, None
+                up, down, successes, failures, identity = False, False, 0, 0, None
             if o.healthy:
                 identity = o.identity or identity
-                successes, failures = successes + 1, 0
-                if not up and successes >= rules.rise:
-                    up = True
+                successes, failures, down = successes + 1, 0, False
+                up = up or successes >= rules.rise
             else:
                 failures, successes = failures + 1, 0
                 if up and failures >= rules.fall:
-                    up = False
+                    up, down = False, True
+                elif not up and not down:
+                    identity = None  # a candidate that fails leaves no trace
         serving[key] = up
     return serving
 

@@ -1,0 +1,44 @@
+# The two commands the README starts with, and the helpers behind them.
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+
+.PHONY: demo test lint venv lock bench clean
+
+demo: venv                ## a local demo lab on 127.0.0.0/8 (Ctrl-C stops it all)
+	@scripts/ensure-haproxy
+	$(PY) compose/demo.py
+
+test: venv                ## the whole suite, inside a private network namespace
+	scripts/in-private-netns $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy --strict poller
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements-dev.lock pyproject.toml
+	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || { \
+	  echo "python3 cannot make a venv: install it with 'sudo apt-get install python3-venv'"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.lock
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps -e .
+	@touch $@
+
+lock:                     ## re-pin requirements*.lock from pyproject.toml
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet . && { \
+	  echo "# Runtime dependencies, pinned: what the poller image installs. Regenerate with 'make lock'."; \
+	  .lock-venv/bin/pip freeze --exclude poller; } > requirements.lock
+	.lock-venv/bin/pip install --quiet '.[dev]' && { \
+	  echo "# Runtime + development dependencies, pinned: what CI installs. Regenerate with 'make lock'."; \
+	  .lock-venv/bin/pip freeze --exclude poller; } > requirements-dev.lock
+	rm -rf .lock-venv
+
+bench: venv               ## the benchmarks (minutes); results in docs/BENCHMARKS.md
+	scripts/in-private-netns $(PY) bench/scan.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

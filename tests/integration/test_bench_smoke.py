@@ -1,0 +1,24 @@
+"""Smoke runs of the benchmarks (tiny sizes), so they do not rot between real runs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.support.processes import ROOT
+
+
+def test_scan_benchmark_smoke() -> None:
+    run = subprocess.run(
+        [sys.executable, "bench/scan.py", "--smoke"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert run.returncode == 0, run.stderr
+    rows = [line for line in run.stdout.splitlines() if line.startswith("| /28")]
+    assert len(rows) == 1
+    cells = [cell.strip() for cell in rows[0].strip("|").split("|")]
+    assert cells[1] == "14"  # targets
+    assert cells[-1] == "0"  # live nodes missed

@@ -1,0 +1,42 @@
+"""The README documents every setting and every exit code the code has."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from poller import cli
+from poller.config import Settings
+
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+
+
+def settings_keys(model: type[BaseModel] = Settings, prefix: str = "") -> list[str]:
+    keys = []
+    for name, field in model.model_fields.items():
+        nested = field.annotation
+        if isinstance(nested, type) and issubclass(nested, BaseModel) and not prefix:
+            keys += settings_keys(nested, f"{name}.")
+        else:
+            keys.append(prefix + name)
+    return keys
+
+
+def test_every_setting_is_in_the_config_reference() -> None:
+    documented = set(re.findall(r"^\| `([a-z_.]+)` \|", README, re.MULTILINE))
+    assert set(settings_keys()) <= documented
+    assert documented - set(settings_keys()) == set(), "README documents settings that do not exist"
+
+
+def test_every_exit_code_is_documented() -> None:
+    codes = {v for name, v in vars(cli).items() if name.startswith("EXIT_") and isinstance(v, int)}
+    documented = {int(code) for code in re.findall(r"^\| (\d+) \|", README, re.MULTILINE)}
+    assert codes == documented
+
+
+def test_readme_starts_with_the_two_commands() -> None:
+    first_block = README.split("```sh", 1)[1].split("```", 1)[0]
+    assert "make demo" in first_block
+    assert "make test" in first_block
