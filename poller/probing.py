@@ -155,6 +155,8 @@ async def probe(client: httpx.AsyncClient, settings: ProbeSettings, target: Targ
         async with asyncio.timeout(settings.timeout_seconds):
             failed = await _connect(target)
             if failed is not None:
+                # A reset during the handshake still means something listens there.
+                connected = failed[0] is Outcome.RESET
                 return result(failed[0], detail=failed[1])
             connected = True
             return await _request(client, settings, target, result)

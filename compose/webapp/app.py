@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -44,9 +45,13 @@ def make_handler(node: Node) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.send_header("x-backend-ip", ip)
-            self.end_headers()
+            # Headers and body leave in one write: a health checker that reads the status
+            # line and resets the connection then never interrupts a half-sent response.
             if self.command != "HEAD":
-                self.wfile.write(body)
+                self._headers_buffer.append(b"\r\n" + body)
+                self.flush_headers()
+            else:
+                self.end_headers()
 
         def do_GET(self) -> None:
             if node.delay_seconds:
@@ -80,6 +85,16 @@ def make_handler(node: Node) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        # Health checkers (HAProxy's included) close with a reset once they have the
+        # status: that is not an error worth a traceback.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bind", default=os.environ.get("BIND", "0.0.0.0"))
@@ -90,8 +105,7 @@ def main() -> None:
     parser.add_argument("--status", type=int, default=200, help="status every GET answers")
     args = parser.parse_args()
     node = Node(args.tag, args.node_id, args.host, args.status)
-    server = ThreadingHTTPServer((args.bind, args.port), make_handler(node))
-    server.daemon_threads = True
+    server = Server((args.bind, args.port), make_handler(node))
 
     def stop(signum: int, frame: object) -> None:
         threading.Thread(target=server.shutdown, daemon=True).start()
