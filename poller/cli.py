@@ -1,4 +1,5 @@
-"""The command line: `poller scan | check-config`. The only place that knows exit codes.
+"""The command line: `poller scan | run | render | check-config`. The only place that
+knows exit codes.
 
 Data goes to stdout (a table, or JSON with --json); messages and logs go to stderr.
 """
@@ -7,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import json
 import logging
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +20,10 @@ from typing import Any
 from poller import __version__, logs
 from poller.config import Settings, load_settings
 from poller.errors import ConfigError, PollerError, SweepError
-from poller.reports import scan_json, scan_table
+from poller.files import write_atomic
+from poller.rendering import Server, context, load_template, render
+from poller.reports import scan_json, scan_table, summary_line
+from poller.runner import run_daemon
 from poller.sweeping import discover, resolve
 
 log = logging.getLogger("poller")
@@ -64,6 +70,27 @@ def _build_parser() -> argparse.ArgumentParser:
     scan.add_argument(
         "--all", action="store_true", help="list every target, not only those that answered"
     )
+    scan.add_argument(
+        "--render",
+        action="store_true",
+        help="print the HAProxy config for the healthy nodes instead of the table",
+    )
+    scan.add_argument(
+        "--output", type=Path, metavar="FILE", help="with --render: write it here, atomically"
+    )
+
+    run = commands.add_parser(
+        "run", parents=[common], help="the sidecar: keep HAProxy in step with the pool"
+    )
+    del run  # no flags of its own: everything is in the config
+
+    render = commands.add_parser(
+        "render", parents=[common], help="print (or write) the HAProxy config for members"
+    )
+    render.add_argument(
+        "--member", action="append", default=[], metavar="IP:PORT", help="repeatable"
+    )
+    render.add_argument("--output", type=Path, metavar="FILE", help="write it here, atomically")
 
     check = commands.add_parser(
         "check-config", parents=[common], help="validate the configuration and exit"
@@ -93,10 +120,51 @@ def _scan(args: argparse.Namespace, settings: Settings) -> int:
     )
     if found.failure is not None:
         raise SweepError(f"sweep failed, its results mean nothing: {found.failure}")
-    if args.json:
+    if args.render:
+        servers = [Server(r.target.address, r.target.port) for r in found.healthy]
+        _emit_config(settings, servers, args.output)
+        print(summary_line(resolved, found), file=sys.stderr)
+    elif args.json:
         sys.stdout.write(json.dumps(scan_json(resolved, found), indent=2) + "\n")
     else:
         sys.stdout.write(scan_table(resolved, found))
+    return EXIT_OK
+
+
+def _emit_config(settings: Settings, servers: list[Server], output: Path | None) -> None:
+    template = load_template(settings.haproxy.template)
+    text = render(template, context(settings.haproxy, settings.probe, servers))
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        write_atomic(output, text.encode())
+
+
+def _parse_member(text: str) -> Server:
+    match = re.fullmatch(r"\[?([0-9A-Fa-f:.]+?)\]?:(\d{1,5})", text.strip())
+    try:
+        if match is None:
+            raise ValueError("expected IP:PORT (or [IPv6]:PORT)")
+        address = str(ipaddress.ip_address(match.group(1)))
+        port = int(match.group(2))
+        if not 1 <= port <= 65535:
+            raise ValueError("port must be 1-65535")
+    except ValueError as exc:
+        raise ConfigError(f"command line (--member {text!r})", str(exc)) from None
+    return Server(address, port)
+
+
+def _render(args: argparse.Namespace, settings: Settings) -> int:
+    servers = [_parse_member(text) for text in args.member]
+    _emit_config(settings, servers, args.output)
+    return EXIT_OK
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    def reload_settings() -> Settings:
+        return load_settings(args.config, overrides=_overrides(args))
+
+    asyncio.run(run_daemon(settings, reload_settings))
     return EXIT_OK
 
 
@@ -117,9 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(args.log_level)
     try:
         settings = load_settings(args.config, overrides=_overrides(args))
-        if args.command == "scan":
-            return _scan(args, settings)
-        return _check_config(args, settings)
+        commands = {"scan": _scan, "run": _run, "render": _render, "check-config": _check_config}
+        return commands[args.command](args, settings)
     except PollerError as exc:
         code = next((code for kind, code in EXIT_CODES if isinstance(exc, kind)), EXIT_INTERNAL)
         print(f"poller: error: {exc}", file=sys.stderr)

@@ -60,6 +60,13 @@ class DiscoverySettings(_Section):
         description="Refuse to sweep more (address, port) pairs than this.",
     )
     concurrency: int = Field(default=256, ge=1, le=4096, description="Probes in flight at once.")
+    interval_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=86400,
+        description="Time between two discovery sweeps of the whole subnet (poller run); "
+        "known members are checked every pool.interval_seconds regardless.",
+    )
     neighbour_table_limit: int | None = Field(
         default=None,
         ge=64,
@@ -232,10 +239,139 @@ class PoolSettings(_Section):
     """When a candidate joins and a member leaves."""
 
     interval_seconds: float = Field(
-        default=1.0, gt=0, le=3600, description="Time between two probes of a target."
+        default=1.0, gt=0, le=3600, description="Time between two probes of a known member."
+    )
+    fast_interval_seconds: float = Field(
+        default=0.25,
+        gt=0,
+        le=3600,
+        description="Time between two probes of a member in transition (rising or falling), "
+        "like HAProxy's fastinter.",
     )
     rise: int = Field(default=2, ge=1, le=100, description="Successes in a row to join.")
     fall: int = Field(default=2, ge=1, le=100, description="Failures in a row to leave.")
+    forget_after_seconds: float = Field(
+        default=300.0, ge=0, description="How long a DOWN member stays listed (in /pool)."
+    )
+
+
+class GuardSettings(_Section):
+    """When removals look like the poller's own fault, hold them."""
+
+    min_members: int = Field(
+        default=0, ge=0, description="Never remove members below this many (0: no floor)."
+    )
+    max_removed_fraction: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="Hold a cycle's removals when more than one member and more than this "
+        "share of the serving pool would go at once (1: never).",
+    )
+    max_hold_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="Release a hold after this long if it persists (0: hold until resolved). "
+        "HAProxy's own checks keep dead held members out of rotation meanwhile.",
+    )
+
+
+class HAProxySettings(_Section):
+    """The HAProxy poller keeps in step with the pool."""
+
+    config_path: Path = Field(
+        default=Path("/usr/local/etc/haproxy/haproxy.cfg"),
+        description="The config file HAProxy runs (shared with the HAProxy container).",
+    )
+    template: Path | None = Field(
+        default=None,
+        description="Jinja2 template of that file; unset: the built-in one "
+        "(config/haproxy.cfg.j2).",
+    )
+    template_vars: Mapping[str, str | int | float | bool] = Field(
+        default_factory=dict, description="Extra variables for your own template (`vars.X`)."
+    )
+    binary: str = Field(default="haproxy", description="HAProxy binary for `haproxy -c`.")
+    admin_socket: Path = Field(
+        default=Path("/var/run/haproxy/admin.sock"), description="Runtime API socket."
+    )
+    master_socket: Path = Field(
+        default=Path("/var/run/haproxy/master.sock"),
+        description="Master CLI socket (`haproxy -W -S <path>`), for reloads.",
+    )
+    backend: str = Field(
+        default="nodes",
+        pattern=r"^[A-Za-z0-9_.:-]+$",
+        description="The backend whose servers poller owns.",
+    )
+    frontend_bind: str = Field(default=":80", description="Template: the frontend's bind.")
+    stats_bind: str = Field(default=":1936", description="Template: the stats page's bind.")
+    log_target: str | None = Field(
+        default="stdout format raw local0",
+        pattern=r"^[^\n\r#]+$",
+        description="Template: HAProxy's `log` target (null: no request log).",
+    )
+    retries: int = Field(default=3, ge=0, le=20, description="Template: `retries`.")
+    retry_on: bool = Field(
+        default=False,
+        description="Template: `retry-on all-retryable-errors`. Replays requests that "
+        "failed on a dying node: only safe for idempotent apps.",
+    )
+    check_interval_ms: int = Field(
+        default=500, ge=10, description="HAProxy's own check of each server: `inter`."
+    )
+    check_fall: int = Field(default=2, ge=1, description="HAProxy's own check: `fall`.")
+    check_rise: int = Field(default=1, ge=1, description="HAProxy's own check: `rise`.")
+    socket_timeout_seconds: float = Field(
+        default=2.0, gt=0, description="Deadline for one runtime or master CLI command."
+    )
+    drain_timeout_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="Wait at most this long for a leaving server's "
+        "sessions to end before it is put in maintenance and deleted.",
+    )
+    reload_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="Wait at most this long for a reload to show."
+    )
+    min_wait_seconds: float = Field(
+        default=0.0, ge=0, description="Debounce: apply once the pool was quiet this long."
+    )
+    max_wait_seconds: float = Field(
+        default=1.0, ge=0, description="Debounce: apply at the latest this long after a change."
+    )
+    min_reload_gap_seconds: float = Field(
+        default=5.0, ge=0, description="At least this long between two reloads."
+    )
+
+    @model_validator(mode="after")
+    def _waits_ordered(self) -> HAProxySettings:
+        if self.min_wait_seconds > self.max_wait_seconds:
+            raise ValueError(
+                f"min_wait_seconds ({self.min_wait_seconds:g}) is longer than "
+                f"max_wait_seconds ({self.max_wait_seconds:g})"
+            )
+        return self
+
+
+class StatusSettings(_Section):
+    """The poller's own HTTP status server."""
+
+    listen: str = Field(
+        default="127.0.0.1:9345",
+        pattern=r"^(\[[0-9a-fA-F:.]+\]|[0-9.]+|[A-Za-z0-9.-]*):[0-9]{1,5}$",
+        description="ADDRESS:PORT for /healthz, /metrics, /pool; loopback unless you open it.",
+    )
+    enabled: bool = Field(default=True, description="Serve status at all.")
+
+
+class StateSettings(_Section):
+    """Where the pool is persisted, so a restart does not flap members."""
+
+    path: Path = Field(
+        default=Path("/var/lib/poller/state.json"),
+        description="Written atomically after each change; a corrupt one is reported and ignored.",
+    )
 
 
 class Settings(_Section):
@@ -244,13 +380,27 @@ class Settings(_Section):
     discovery: DiscoverySettings = Field(default_factory=DiscoverySettings)
     probe: ProbeSettings = Field(default_factory=ProbeSettings)
     pool: PoolSettings = Field(default_factory=PoolSettings)
+    guard: GuardSettings = Field(default_factory=GuardSettings)
+    haproxy: HAProxySettings = Field(default_factory=HAProxySettings)
+    status: StatusSettings = Field(default_factory=StatusSettings)
+    state: StateSettings = Field(default_factory=StateSettings)
 
     @model_validator(mode="after")
-    def _timeout_below_interval(self) -> Settings:
+    def _intervals_ordered(self) -> Settings:
         if self.probe.timeout_seconds >= self.pool.interval_seconds:
             raise ValueError(
                 f"probe.timeout_seconds ({self.probe.timeout_seconds:g}) must be shorter "
                 f"than pool.interval_seconds ({self.pool.interval_seconds:g})"
+            )
+        if self.pool.fast_interval_seconds > self.pool.interval_seconds:
+            raise ValueError(
+                f"pool.fast_interval_seconds ({self.pool.fast_interval_seconds:g}) must not be "
+                f"longer than pool.interval_seconds ({self.pool.interval_seconds:g})"
+            )
+        if self.discovery.interval_seconds < self.pool.interval_seconds:
+            raise ValueError(
+                f"discovery.interval_seconds ({self.discovery.interval_seconds:g}) must not be "
+                f"shorter than pool.interval_seconds ({self.pool.interval_seconds:g})"
             )
         return self
 

@@ -27,3 +27,31 @@ class TargetsError(ConfigError):
 
 class SweepError(PollerError):
     """The sweep itself failed (the poller's own network), so its results mean nothing."""
+
+
+class TemplateError(ConfigError):
+    """The HAProxy template cannot be read or rendered; `where` names the template line."""
+
+
+class HAProxyError(PollerError):
+    """Talking to HAProxy failed, or HAProxy refused what it was asked."""
+
+
+class HAProxyUnavailable(HAProxyError):
+    """A socket of HAProxy's is missing, refusing or silent."""
+
+
+class ConfigRejected(HAProxyError):
+    """`haproxy -c` rejected a rendered config; the message is HAProxy's own."""
+
+
+class ReloadFailed(HAProxyError):
+    """A master-worker reload did not take; the last known good config was restored."""
+
+
+class InstallError(PollerError):
+    """The config file could not be written (read-only, full, missing directory)."""
+
+
+class StateError(PollerError):
+    """The persisted pool state is unreadable or corrupt."""

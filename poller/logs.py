@@ -47,3 +47,5 @@ def configure(level: str = "info", json_logs: bool | None = None) -> None:
     # httpx logs every request at INFO; a sweep makes thousands.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
+    # APScheduler logs every run of every job at INFO: several lines a second here.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)

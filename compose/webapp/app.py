@@ -5,7 +5,7 @@ header (fields whose value is unset are absent, as in the original). `GET /healt
 cheap path for probes. `POST /delay {"delay": ms}` slows every later request down.
 No session store: probing this node costs it nothing. SIGTERM stops it gracefully.
 
-Usage: python app.py [--bind ADDR] [--port 3000] [--tag T] [--id ID] [--status CODE]
+Usage: python app.py [--bind ADDR] [--port 3000] [--tag T] [--id ID] [--status CODE] [--flap]
 """
 
 from __future__ import annotations
@@ -22,12 +22,25 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class Node:
-    def __init__(self, tag: str | None, node_id: str | None, host: str, status: int) -> None:
+    def __init__(
+        self, tag: str | None, node_id: str | None, host: str, status: int, flap: bool
+    ) -> None:
         self.tag = tag
         self.node_id = node_id
         self.host = host
-        self.status = status
+        self._status = status
+        self.flap = flap
+        self.answers = 0
         self.delay_seconds = 0.0
+        self.lock = threading.Lock()
+
+    @property
+    def status(self) -> int:
+        """The configured status; with --flap, every other answer is a 500."""
+        with self.lock:
+            self.answers += 1
+            failing = self.flap and self.answers % 2 == 0
+        return 500 if failing else self._status
 
 
 def make_handler(node: Node) -> type[BaseHTTPRequestHandler]:
@@ -56,8 +69,9 @@ def make_handler(node: Node) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             if node.delay_seconds:
                 time.sleep(node.delay_seconds)
+            status = node.status
             if self.path == "/healthz":
-                self._send(node.status, {"status": "ok" if node.status < 400 else "failing"})
+                self._send(status, {"status": "ok" if status < 400 else "failing"})
                 return
             payload: dict[str, object] = {"hello": "world!", "ip": self.connection.getsockname()[0]}
             payload["host"] = node.host
@@ -65,7 +79,7 @@ def make_handler(node: Node) -> type[BaseHTTPRequestHandler]:
                 payload["tag"] = node.tag
             if node.node_id:
                 payload["id"] = node.node_id
-            self._send(node.status, payload)
+            self._send(status, payload)
 
         do_HEAD = do_GET
 
@@ -103,8 +117,9 @@ def main() -> None:
     parser.add_argument("--id", dest="node_id", default=os.environ.get("NODE_ID"))
     parser.add_argument("--host", default=os.environ.get("HOSTNAME", socket.gethostname()))
     parser.add_argument("--status", type=int, default=200, help="status every GET answers")
+    parser.add_argument("--flap", action="store_true", help="answer 500 to every other GET")
     args = parser.parse_args()
-    node = Node(args.tag, args.node_id, args.host, args.status)
+    node = Node(args.tag, args.node_id, args.host, args.status, args.flap)
     server = Server((args.bind, args.port), make_handler(node))
 
     def stop(signum: int, frame: object) -> None:

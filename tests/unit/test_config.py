@@ -44,7 +44,7 @@ def test_settings_are_frozen() -> None:
         (
             "pools:\n  rise: 2\n",
             "poller.yaml:1: pools",
-            "unknown key (known: discovery, probe, pool)",
+            "unknown key (known: discovery, probe, pool, guard, haproxy, status, state)",
         ),
         (
             "discovery:\n  subnets: [10.0.0.0/33]\n",

@@ -1,0 +1,68 @@
+"""The config file HAProxy runs: validate a candidate with `haproxy -c`, install it
+atomically, and keep the last known good copy to return to."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from poller import files
+from poller.errors import ConfigRejected, InstallError
+
+MAX_MESSAGE_CHARS = 2000
+CHECK_TIMEOUT_SECONDS = 60.0
+
+
+def last_good_path(config: Path) -> Path:
+    return config.with_name(config.name + ".last-good")
+
+
+async def validate(binary: str, text: str, beside: Path) -> None:
+    """Raise ConfigRejected with HAProxy's message if `haproxy -c` refuses `text`."""
+    staged = files.stage(beside, text.encode())
+    try:
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                binary,
+                "-c",
+                "-f",
+                str(staged),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+        except OSError as exc:
+            raise ConfigRejected(f"cannot run {binary!r} to check the config: {exc}") from exc
+        try:
+            async with asyncio.timeout(CHECK_TIMEOUT_SECONDS):
+                output, _ = await proc.communicate()
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise ConfigRejected(f"{binary} -c took over {CHECK_TIMEOUT_SECONDS:g} s") from None
+        if proc.returncode != 0:
+            message = output.decode("utf-8", "replace").strip().replace(str(staged), "<staged>")
+            raise ConfigRejected(
+                f"HAProxy rejected the rendered config: {message[:MAX_MESSAGE_CHARS]}"
+            )
+    finally:
+        staged.unlink(missing_ok=True)
+
+
+def install(config: Path, text: str) -> None:
+    files.write_atomic(config, text.encode())
+
+
+def remember_good(config: Path, text: str) -> None:
+    files.write_atomic(last_good_path(config), text.encode())
+
+
+def restore_last_good(config: Path) -> bool:
+    """Put the last known good config back; False when there is none."""
+    good = files.read_bytes(last_good_path(config))
+    if good is None:
+        return False
+    try:
+        files.write_atomic(config, good)
+    except InstallError:
+        return False
+    return True

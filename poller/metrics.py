@@ -1,0 +1,68 @@
+"""Prometheus metrics of the daemon, on an injected registry (one per test).
+
+Names follow client_python's rules: `poller_` prefix, base units, `_total` counters,
+`_seconds` durations, and no per-address labels (a /16 would explode the series).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from poller import __version__
+
+_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.members = Gauge("poller_members", "Pool members by state.", ["state"], registry=r)
+        self.sweeps = Counter(
+            "poller_sweeps_total", "Sweeps by kind and result.", ["kind", "result"], registry=r
+        )
+        self.sweep_duration = Histogram(
+            "poller_sweep_duration_seconds",
+            "Duration of sweeps.",
+            ["kind"],
+            buckets=_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.probes = Counter(
+            "poller_probes_total", "Probes by result class.", ["result"], registry=r
+        )
+        self.changes = Counter(
+            "poller_haproxy_changes_total",
+            "Changes made to HAProxy by method (runtime, reload) and result.",
+            ["method", "result"],
+            registry=r,
+        )
+        self.change_duration = Histogram(
+            "poller_haproxy_change_duration_seconds",
+            "Duration of HAProxy changes.",
+            ["method"],
+            buckets=_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.guard_holds = Counter(
+            "poller_guard_holds_total", "Times the guard started holding removals.", registry=r
+        )
+        self.guard_held = Gauge(
+            "poller_guard_held_members", "Removals the guard holds now.", registry=r
+        )
+        self.sweep_failures = Counter(
+            "poller_sweep_failures_total",
+            "Sweeps that failed on the poller's side (pool kept as it was).",
+            ["kind"],
+            registry=r,
+        )
+        self.last_success = Gauge(
+            "poller_last_successful_sweep_timestamp_seconds",
+            "Unix time of the last successful sweep.",
+            registry=r,
+        )
+        self.haproxy_up = Gauge(
+            "poller_haproxy_up", "1 when HAProxy's runtime API answered last time.", registry=r
+        )
+        self.build = Gauge("poller_build_info", "Build information.", ["version"], registry=r)
+        self.build.labels(version=__version__).set(1)

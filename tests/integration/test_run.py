@@ -1,0 +1,303 @@
+"""`poller run` against a real HAProxy (master-worker, started by the test) on loopback.
+
+Each test judges by what HAProxy does: `show servers state`, `show proc`, and requests sent
+through its frontend reaching exactly the live nodes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from compose.loopback import Lab, wait_for
+from poller.rendering import BUILTIN_TEMPLATE
+from tests.conftest import requires_root
+from tests.support.processes import ROOT
+
+TEMPLATE = ROOT / "poller" / "templates" / BUILTIN_TEMPLATE
+A, B, C = "127.0.3.2", "127.0.3.3", "127.0.3.4"
+
+
+def require_haproxy() -> None:
+    if shutil.which("haproxy") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("haproxy is not installed; .ci/run installs it")
+        pytest.skip("needs haproxy (apt-get install haproxy)")
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Lab]:
+    require_haproxy()
+    lab = Lab(tmp_path / "lab")
+    try:
+        lab.start_haproxy()
+        yield lab
+    finally:
+        lab.close()
+
+
+def serves(lab: Lab, *addresses: str) -> bool:
+    return lab.addresses() == set(addresses)
+
+
+def test_join_is_routed_without_a_reload(lab: Lab) -> None:
+    lab.start_poller()
+    assert lab.get()[0] == 503  # an empty backend answers 503, never a stale server
+    lab.start_node(A, "a")
+    lab.start_node(B, "b")
+    wait_for(lambda: serves(lab, A, B), 10, "HAProxy to serve A and B")
+    assert wait_for(lambda: lab.routed_hosts() == {"a", "b"}, 5, "requests to reach a and b")
+    assert lab.reloads() == (0, 0)
+    assert lab.metric("poller_haproxy_changes_total", 'method="runtime",result="ok"') >= 1
+    pool = lab.status("/pool")
+    assert {(m["address"], m["state"], m["identity"]) for m in pool["members"]} == {
+        (A, "up", "a"),
+        (B, "up", "b"),
+    }
+    # The file on disk carries the same pool, so any reload reproduces it.
+    text = lab.config_path.read_text()
+    assert "server n_127_0_3_2_3000 127.0.3.2:3000" in text
+    assert "server n_127_0_3_3_3000 127.0.3.3:3000" in text
+
+
+def test_graceful_leave_then_nobody_answers_503(lab: Lab) -> None:
+    lab.start_node(A, "a")
+    lab.start_node(B, "b")
+    lab.start_poller()
+    wait_for(lambda: serves(lab, A, B), 10, "HAProxy to serve A and B")
+    lab.stop_node(A)
+    wait_for(lambda: serves(lab, B), 10, "A to leave")
+    assert lab.routed_hosts() == {"b"}
+    lab.stop_node(B)
+    wait_for(lambda: serves(lab), 10, "B to leave")
+    assert lab.get()[0] == 503
+    assert lab.reloads() == (0, 0)
+    assert "server n_127_0_3_3_3000" not in lab.config_path.read_text()
+
+
+def test_crash_is_removed(lab: Lab) -> None:
+    lab.start_node(A, "a")
+    lab.start_node(B, "b")
+    lab.start_poller()
+    wait_for(lambda: serves(lab, A, B), 10, "HAProxy to serve A and B")
+    lab.stop_node(B, signal.SIGKILL)
+    wait_for(lambda: serves(lab, A), 10, "the killed node to leave")
+    assert lab.routed_hosts() == {"a"}
+    assert "member down" in lab.log("poller")
+
+
+def test_flapping_node_never_joins(lab: Lab) -> None:
+    lab.start_node(A, "a")
+    lab.start_node(C, "flappy", "--flap")  # every other answer is a 500
+    lab.start_poller()
+    wait_for(lambda: serves(lab, A), 10, "A to join")
+
+    def probed_often() -> bool:
+        return lab.metric("poller_probes_total", 'result="unexpected_status"') >= 6
+
+    wait_for(probed_often, 10, "the flapping node to fail several probes")
+    assert serves(lab, A)
+    assert lab.routed_hosts() == {"a"}
+
+
+def test_identity_change_at_the_same_address_is_a_new_member(lab: Lab) -> None:
+    lab.start_node(A, "first")
+    lab.start_poller()
+    wait_for(lambda: serves(lab, A), 10, "A to join")
+    lab.stop_node(A, signal.SIGKILL)
+    lab.start_node(A, "second")  # Docker gives the address to another container
+    wait_for(lambda: "member identity_changed" in lab.log("poller"), 10, "the identity change")
+
+    def second_is_up() -> bool:
+        members = lab.status("/pool")["members"]
+        return [(m["identity"], m["state"]) for m in members] == [("second", "up")]
+
+    wait_for(second_is_up, 10, "the new node to rise")
+    wait_for(lambda: serves(lab, A), 10, "HAProxy to serve the address again")
+    # The old member left and the new one joined: remove and add, never an address change.
+    assert lab.metric("poller_haproxy_changes_total", 'method="runtime",result="ok"') >= 3
+    assert lab.routed_hosts() == {"second"}
+
+
+def test_template_change_is_one_reload(lab: Lab, tmp_path: Path) -> None:
+    template = tmp_path / "custom.cfg.j2"
+    template.write_text(TEMPLATE.read_text())
+    lab.write_settings({"haproxy": {"template": str(template)}})
+    lab.init_config()
+    lab.stop("haproxy")
+    lab.start_haproxy()
+    lab.start_node(A, "a")
+    lab.start_poller()
+    wait_for(lambda: serves(lab, A), 10, "A to join")
+    assert lab.reloads() == (0, 0)
+
+    template.write_text(TEMPLATE.read_text() + "# a comment the operator added\n")
+    os.kill(lab.procs["poller"].pid, signal.SIGHUP)
+    wait_for(lambda: lab.reloads() == (1, 0), 10, "one reload")
+    assert lab.config_path.read_text().endswith("# a comment the operator added\n")
+    assert serves(lab, A)
+    assert lab.routed_hosts() == {"a"}
+    wait_for(
+        lambda: lab.metric("poller_haproxy_changes_total", 'method="reload",result="ok"') == 1,
+        5,
+        "the poller to confirm the reload",
+    )
+    assert lab.reloads() == (1, 0)
+
+
+def test_rejected_template_keeps_the_old_config_and_shows_haproxys_message(
+    lab: Lab, tmp_path: Path
+) -> None:
+    lab.start_node(A, "a")
+    lab.start_poller()
+    wait_for(lambda: serves(lab, A), 10, "A to join")
+    before = lab.config_path.read_bytes()
+
+    template = tmp_path / "broken.cfg.j2"
+    template.write_text(TEMPLATE.read_text() + "    no-such-keyword here\n")
+    lab.write_settings({"haproxy": {"template": str(template)}})
+    os.kill(lab.procs["poller"].pid, signal.SIGHUP)
+    wait_for(lambda: "HAProxy rejected the rendered config" in lab.log("poller"), 10, "the error")
+    assert "no-such-keyword" in lab.log("poller")  # HAProxy's own words
+    assert lab.config_path.read_bytes() == before
+    assert lab.reloads() == (0, 0)
+    assert lab.routed_hosts() == {"a"}
+
+
+def test_haproxy_down_during_a_change_converges_when_back(lab: Lab) -> None:
+    lab.start_node(A, "a")
+    lab.start_poller()
+    wait_for(lambda: serves(lab, A), 10, "A to join")
+    lab.stop("haproxy", signal.SIGKILL)
+    lab.start_node(B, "b")
+    wait_for(lambda: "HAProxy not updated; will retry" in lab.log("poller"), 10, "the retry")
+    # The file is already right: a restarted HAProxy loads the new pool.
+    wait_for(lambda: "127.0.3.3:3000" in lab.config_path.read_text(), 10, "the file to follow")
+    lab.start_haproxy()
+    wait_for(lambda: serves(lab, A, B), 20, "HAProxy to serve A and B again")
+    assert wait_for(lambda: lab.routed_hosts() == {"a", "b"}, 5, "requests to reach both")
+    assert lab.poller_alive()
+
+
+def test_restart_with_an_unchanged_pool_touches_nothing(lab: Lab) -> None:
+    lab.start_node(A, "a")
+    lab.start_node(B, "b")
+    lab.start_poller()
+    wait_for(lambda: serves(lab, A, B), 10, "A and B to join")
+    assert lab.stop("poller") == 0  # SIGTERM: graceful, exit 0
+    before = lab.config_path.read_bytes()
+    changed = {name: state for name, state in lab.servers().items()}
+
+    lab.start_poller()
+    wait_for(
+        lambda: lab.metric("poller_sweeps_total", 'kind="check",result="ok"') >= 4,
+        10,
+        "several checks after the restart",
+    )
+    assert lab.metric("poller_haproxy_changes_total") == 0  # no runtime change, no reload
+    assert lab.reloads() == (0, 0)
+    assert lab.config_path.read_bytes() == before
+    assert lab.servers() == changed
+
+
+def test_corrupt_state_is_reported_and_haproxy_untouched(lab: Lab) -> None:
+    lab.start_node(A, "a")
+    lab.start_poller()
+    wait_for(lambda: serves(lab, A), 10, "A to join")
+    lab.stop("poller")
+    (lab.workdir / "state.json").write_text("{not json")
+    lab.start_poller()
+    wait_for(lambda: "state file ignored" in lab.log("poller"), 10, "the report")
+    wait_for(
+        lambda: lab.metric("poller_sweeps_total", 'kind="check",result="ok"') >= 4,
+        10,
+        "several checks",
+    )
+    assert lab.metric("poller_haproxy_changes_total") == 0
+    assert serves(lab, A)
+
+
+def test_mass_removal_is_held_and_visible(lab: Lab) -> None:
+    lab.write_settings({"guard": {"max_removed_fraction": 0.5, "max_hold_seconds": 0}})
+    for address, host in ((A, "a"), (B, "b"), (C, "c")):
+        lab.start_node(address, host)
+    lab.start_poller()
+    wait_for(lambda: serves(lab, A, B, C), 10, "three members")
+    for address in (A, B, C):
+        lab.stop_node(address, signal.SIGKILL)
+    wait_for(lambda: lab.metric("poller_guard_held_members") == 3, 10, "the guard to hold")
+    assert lab.metric("poller_guard_holds_total") == 1
+    assert serves(lab, A, B, C)  # still listed; HAProxy's own checks mark them DOWN
+    assert lab.status("/pool")["guard"]["holding"] is True
+    assert "guard holding removals" in lab.log("poller")
+
+
+def test_sighup_with_a_bad_config_keeps_the_old_one(lab: Lab) -> None:
+    lab.start_node(A, "a")
+    lab.start_poller()
+    wait_for(lambda: serves(lab, A), 10, "A to join")
+    good = lab.poller_yaml.read_text()
+    lab.poller_yaml.write_text(good + "pool:\n  rise: 0\n")
+    os.kill(lab.procs["poller"].pid, signal.SIGHUP)
+    wait_for(lambda: "new configuration rejected" in lab.log("poller"), 10, "the rejection")
+    lab.start_node(B, "b")
+    wait_for(lambda: serves(lab, A, B), 10, "the poller to keep working")
+    assert lab.poller_alive()
+
+
+def test_sigterm_stops_within_the_grace(lab: Lab) -> None:
+    lab.start_poller()
+    assert lab.stop("poller", signal.SIGTERM, timeout=15) == 0
+
+
+@pytest.fixture
+def broken_loopback_route() -> Iterator[Callable[[bool], None]]:
+    """Break and mend the poller's own network: without the local route of 127.0.0.0/8,
+    every connect to the nodes fails at once with ENETUNREACH (127.0.0.1 keeps its own
+    route, so HAProxy's sockets and the status server stay reachable)."""
+    requires_root()
+    route = ["local", "127.0.0.0/8", "dev", "lo", "table", "local"]
+    broken = False
+
+    def set_broken(value: bool) -> None:
+        nonlocal broken
+        subprocess.run(["ip", "route", "del" if value else "add", *route], check=True)
+        broken = value
+
+    try:
+        yield set_broken
+    finally:
+        if broken:
+            set_broken(False)
+
+
+def test_own_network_failing_holds_the_pool(
+    lab: Lab, broken_loopback_route: Callable[[bool], None]
+) -> None:
+    for address, host in ((A, "a"), (B, "b"), (C, "c")):
+        lab.start_node(address, host)
+    lab.start_poller()
+    wait_for(lambda: serves(lab, A, B, C), 10, "three members")
+    wait_for(lambda: lab.status("/healthz") is not None, 10, "a healthy poller")
+    changes = lab.metric("poller_haproxy_changes_total")
+
+    broken_loopback_route(True)
+    wait_for(
+        lambda: lab.metric("poller_sweep_failures_total", 'kind="check"') >= 3, 10, "failed checks"
+    )
+    wait_for(lambda: lab.status("/healthz") is None, 10, "/healthz to fail")
+    assert serves(lab, A, B, C)
+    assert [m["state"] for m in lab.status("/pool")["members"]] == ["up", "up", "up"]
+    assert "sweep failed; keeping the last pool" in lab.log("poller")
+
+    broken_loopback_route(False)
+    wait_for(lambda: lab.status("/healthz") is not None, 10, "/healthz to recover")
+    assert lab.metric("poller_haproxy_changes_total") == changes  # nothing removed, ever
+    assert serves(lab, A, B, C)
+    assert lab.routed_hosts() == {"a", "b", "c"}
