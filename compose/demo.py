@@ -1,141 +1,117 @@
-"""The local demo lab: demo web nodes on 127.42.0.0/24 come and go; poller sees them.
+"""The local demo lab: HAProxy, the poller sidecar and demo web nodes on 127.0.0.0/8.
 
-Run with `make demo`. Everything runs on loopback as the current user; every process it
-starts is stopped by PID on exit (Ctrl-C, an error, or the end of the script's timeline).
+Nodes come and go on a timer (start, graceful stop, kill -9, a node answering 500, a new
+node reusing an address); the demo prints the pool each time it changes and what HAProxy
+serves. Run with `make demo`; Ctrl-C stops everything and removes its work directory.
+No root needed: everything is a local process on loopback, started with the same command
+lines as the compose services.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
+import shutil
 import signal
-import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-WEBAPP = ROOT / "compose" / "webapp" / "app.py"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from compose.loopback import Lab
+
 SUBNET = "127.42.0.0/24"
-PORT = 3000
-# (seconds from start, action, last octet): the nodes' comings and goings.
+# (seconds from start, action, last octet, host name)
 TIMELINE = [
-    (0, "start", 11),
-    (0, "start", 22),
-    (6, "start", 33),
-    (12, "start", 44),
-    (18, "stop", 22),
-    (24, "kill", 33),
-    (30, "start", 22),
+    (0, "start", 11, "s1"),
+    (0, "start", 22, "s2"),
+    (6, "start", 33, "s3"),
+    (10, "start", 44, "s4"),
+    (16, "stop", 22, "s2"),
+    (22, "kill", 33, "s3"),
+    (28, "start-500", 55, "broken"),
+    (34, "start", 22, "s2-again"),
+    (42, "stop", 55, "broken"),
 ]
 
 
-class Lab:
-    def __init__(self) -> None:
-        self.nodes: dict[int, subprocess.Popen[str]] = {}
-
-    def start(self, octet: int) -> None:
-        address = f"127.42.0.{octet}"
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                str(WEBAPP),
-                "--bind",
-                address,
-                "--port",
-                str(PORT),
-                "--host",
-                f"node-{octet}",
-                "--tag",
-                "demo",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if "listening" not in line:
-            proc.wait(5)
-            error = proc.stderr.read().strip().splitlines()[-1:] if proc.stderr else []
-            raise SystemExit(
-                f"demo: node {address}:{PORT} could not start ({' '.join(error) or 'no output'}); "
-                f"is the port taken? Free {address}:{PORT} and retry."
-            )
-        self.nodes[octet] = proc
-
-    def stop(self, octet: int, sig: int = signal.SIGTERM) -> None:
-        proc = self.nodes.pop(octet, None)
-        if proc is None or proc.poll() is not None:
-            return
-        os.kill(proc.pid, sig)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-
-    def stop_all(self) -> None:
-        for octet in list(self.nodes):
-            self.stop(octet)
-
-
-def scan() -> list[str]:
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "poller",
-            "scan",
-            "--subnet",
-            SUBNET,
-            "--port",
-            str(PORT),
-            "--json",
-            "--log-level",
-            "warning",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=ROOT,
-    )
-    if run.returncode != 0:
-        raise SystemExit(f"demo: poller scan failed: {run.stderr.strip()}")
-    report = json.loads(run.stdout)
-    return [f"{r['address']}:{r['port']}" for r in report["results"] if r["healthy"]]
+def describe(pool: dict[str, object] | None) -> str:
+    if not pool:
+        return "(status not answering)"
+    members = pool.get("members", [])
+    assert isinstance(members, list)
+    shown = [f"{m['address']}:{m['port']} {m['state']} ({m['identity'] or '-'})" for m in members]
+    return "; ".join(shown) or "(empty: HAProxy answers 503)"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=40.0, help="how long the demo runs")
+    parser.add_argument("--seconds", type=float, default=60.0, help="how long the demo runs")
     args = parser.parse_args()
-    lab = Lab()
-    started = time.monotonic()
-    pending = list(TIMELINE)
-    print(f"demo: sweeping {SUBNET} port {PORT} every 2 s; Ctrl-C stops everything", flush=True)
+    workdir = Path(tempfile.mkdtemp(prefix="poller-demo-"))
+    lab = Lab(
+        workdir,
+        subnet=SUBNET,
+        settings={
+            "probe": {"identity": {"json_field": "host"}},
+            "discovery": {"interval_seconds": 1.0},
+            "pool": {"interval_seconds": 1.0, "rise_interval_seconds": 0.1},
+        },
+    )
+    stop = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_signal)
     try:
-        while time.monotonic() - started < args.seconds:
+        lab.start_haproxy()
+        lab.start_poller()
+        print(
+            f"demo: HAProxy at http://127.0.0.1:{lab.frontend_port}/  "
+            f"stats http://127.0.0.1:{lab.stats_port}/  "
+            f"poller http://127.0.0.1:{lab.status_port}/pool",
+            flush=True,
+        )
+        print(f"demo: sweeping {SUBNET} port 3000; Ctrl-C stops everything", flush=True)
+        started = time.monotonic()
+        pending = list(TIMELINE)
+        last = ""
+        while not stop and time.monotonic() - started < args.seconds:
             elapsed = time.monotonic() - started
             while pending and pending[0][0] <= elapsed:
-                _, action, octet = pending.pop(0)
-                print(f"[{elapsed:5.1f}s] {action} node 127.42.0.{octet}", flush=True)
+                _, action, octet, host = pending.pop(0)
+                address = f"127.42.0.{octet}"
+                print(f"[{elapsed:5.1f}s] {action} {address} ({host})", flush=True)
                 if action == "start":
-                    lab.start(octet)
+                    lab.start_node(address, host)
+                elif action == "start-500":
+                    lab.start_node(address, host, "--status", "500")
                 else:
-                    lab.stop(octet, signal.SIGKILL if action == "kill" else signal.SIGTERM)
-            healthy = scan()
-            print(
-                f"[{time.monotonic() - started:5.1f}s] healthy: {', '.join(healthy) or '(none)'}",
-                flush=True,
-            )
-            time.sleep(2.0)
+                    lab.stop_node(address, signal.SIGKILL if action == "kill" else signal.SIGTERM)
+            now = describe(lab.status("/pool"))
+            if now != last:
+                status, body = lab.get()
+                answer = f"{status} from {body.get('host')}" if body else str(status)
+                print(f"[{time.monotonic() - started:5.1f}s] pool: {now}", flush=True)
+                print(
+                    f"         HAProxy serves {sorted(lab.addresses())}; a request got {answer}",
+                    flush=True,
+                )
+                last = now
+            time.sleep(0.2)
     except KeyboardInterrupt:
-        print("\ndemo: stopping", flush=True)
+        pass
+    except (RuntimeError, TimeoutError) as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        sys.exit(1)
     finally:
-        lab.stop_all()
-    print("demo: all demo processes stopped", flush=True)
+        print("\ndemo: stopping everything", flush=True)
+        lab.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+        print("demo: all demo processes stopped", flush=True)
 
 
 if __name__ == "__main__":

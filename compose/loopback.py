@@ -89,7 +89,7 @@ class Lab:
                 "interval_seconds": 0.5,
             },
             "probe": {"timeout_seconds": 0.3, "identity": {"json_field": "host"}},
-            "pool": {"interval_seconds": 0.5, "fast_interval_seconds": 0.1, "rise": 2, "fall": 2},
+            "pool": {"interval_seconds": 0.5, "rise_interval_seconds": 0.1, "rise": 2, "fall": 2},
             "haproxy": {
                 "config_path": str(self.config_path),
                 "admin_socket": str(self.admin_socket),

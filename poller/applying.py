@@ -44,7 +44,7 @@ _SERVER_LINE = re.compile(r"^\s*server\s+(n_\S+)\s+\[?([0-9A-Fa-f:.]+?)\]?:(\d+)
 class Change:
     """What one apply did."""
 
-    method: str  # "none", "runtime", "reload"
+    method: str  # "none", "runtime", "reload", "file" (only the file was behind)
     added: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     duration_seconds: float = 0.0
@@ -86,22 +86,18 @@ class Applier:
     async def live_servers(self) -> list[ServerState]:
         return await self.runtime.servers(self.settings.haproxy.backend)
 
-    async def apply(self, servers: Collection[Server]) -> Change:
-        """Make HAProxy serve exactly `servers`. Raises HAProxyError (or a subclass, or
-        InstallError) with the facts when it cannot; the live config stays as it was."""
+    async def apply(self, servers: Collection[Server], live: list[ServerState] | None) -> Change:
+        """Make HAProxy serve exactly `servers` (`live`: HAProxy's servers if just read,
+        None when it did not answer). Raises HAProxyError (or a subclass, or InstallError)
+        with the facts when it cannot; the live config stays as it was."""
         started = self.clock()
         wanted = sort_servers(servers)
         text = self.render(wanted)
         live_bytes = files.read_bytes(self.config_path)
         live_text = live_bytes.decode("utf-8", "replace") if live_bytes is not None else None
-        try:
-            live = await self.live_servers()
-        except HAProxyUnavailable:
-            live = None
-        if text != live_text:
-            await configs.validate(self.settings.haproxy.binary, text, self.config_path)
         if live is None:
             if text != live_text:
+                await self._validate(text)
                 # HAProxy is away: whatever starts it next loads the right pool.
                 configs.install(self.config_path, text)
                 # Only a template or settings change needs a reload once HAProxy is back;
@@ -124,13 +120,17 @@ class Applier:
             if files.read_bytes(configs.last_good_path(self.config_path)) is None:
                 configs.remember_good(self.config_path, text)
             return Change("none")
-        membership_only = not self.pending_reload and self._same_skeleton(live_text)
+        membership_only = (
+            self.settings.haproxy.runtime_api
+            and not self.pending_reload
+            and self._same_skeleton(live_text)
+        )
         if membership_only:
-            configs.install(self.config_path, text)
             try:
+                # HAProxy first, so a new node takes traffic a validation sooner; then the
+                # file follows (validated), so any reload reproduces the pool. A poller
+                # killed in between finds the file behind and converges at runtime.
                 change = await self._runtime_change(wanted, live)
-                configs.remember_good(self.config_path, text)
-                return change
             except HAProxyUnavailable:
                 raise
             except HAProxyError as exc:
@@ -138,24 +138,35 @@ class Applier:
                     "runtime change failed; reloading instead",
                     extra={"fields": {"error": str(exc)}},
                 )
+            else:
+                if text != live_text:
+                    await self._validate(text)
+                    configs.install(self.config_path, text)
+                configs.remember_good(self.config_path, text)
+                return change
+        await self._validate(text)
         return await self._reload(wanted, text, live)
+
+    async def _validate(self, text: str) -> None:
+        await configs.validate(self.settings.haproxy.binary, text, self.config_path)
 
     async def _runtime_change(self, wanted: list[Server], live: list[ServerState]) -> Change:
         backend = self.settings.haproxy.backend
         options = server_options(self.settings.haproxy)
         current = {s.name: s for s in live}
         wanted_by_name = {s.name: s for s in wanted}
-        added, removed = [], []
+        added, removed, reenabled = [], [], []
         for name, server in wanted_by_name.items():
             state = current.get(name)
             if state is not None and (state.address, state.port) != (server.address, server.port):
                 raise HAProxyError(f"{backend}/{name} has another address in HAProxy")
             if state is None:
-                await self.runtime.add_server(backend, name, server.endpoint, options)
+                await self.runtime.add_ready_server(backend, name, server.endpoint, options)
                 added.append(name)
-            if state is None or not state.ready:
+            elif not state.ready:
                 await self.runtime.enable_health(backend, name)
                 await self.runtime.set_state(backend, name, "ready")
+                reenabled.append(name)
         leaving = [name for name in current if name not in wanted_by_name]
         if leaving:
             await self._drain_and_delete(backend, leaving)
@@ -168,7 +179,9 @@ class Applier:
                 f"HAProxy disagrees after the runtime change: has {sorted(agreed)}, "
                 f"expected {sorted(expected)}"
             )
-        return Change("runtime", added, removed)
+        touched = added or removed or reenabled
+        # Nothing done at runtime: only the file was behind (e.g. after a stop mid-apply).
+        return Change("runtime" if touched else "file", added, removed)
 
     async def _drain_and_delete(self, backend: str, names: list[str]) -> None:
         for name in names:

@@ -241,12 +241,12 @@ class PoolSettings(_Section):
     interval_seconds: float = Field(
         default=1.0, gt=0, le=3600, description="Time between two probes of a known member."
     )
-    fast_interval_seconds: float = Field(
-        default=0.25,
+    rise_interval_seconds: float = Field(
+        default=0.1,
         gt=0,
         le=3600,
-        description="Time between two probes of a member in transition (rising or falling), "
-        "like HAProxy's fastinter.",
+        description="Time between two probes of a rising candidate: a node that answers "
+        "joins after `rise` probes this far apart, instead of `rise` intervals.",
     )
     rise: int = Field(default=2, ge=1, le=100, description="Successes in a row to join.")
     fall: int = Field(default=2, ge=1, le=100, description="Failures in a row to leave.")
@@ -334,6 +334,11 @@ class HAProxySettings(_Section):
     reload_timeout_seconds: float = Field(
         default=10.0, gt=0, description="Wait at most this long for a reload to show."
     )
+    runtime_api: bool = Field(
+        default=True,
+        description="Change membership through the runtime API (false: reload on every "
+        "change, as the push-way lab did; for comparison, or where the API cannot be used).",
+    )
     min_wait_seconds: float = Field(
         default=0.0, ge=0, description="Debounce: apply once the pool was quiet this long."
     )
@@ -392,9 +397,9 @@ class Settings(_Section):
                 f"probe.timeout_seconds ({self.probe.timeout_seconds:g}) must be shorter "
                 f"than pool.interval_seconds ({self.pool.interval_seconds:g})"
             )
-        if self.pool.fast_interval_seconds > self.pool.interval_seconds:
+        if self.pool.rise_interval_seconds > self.pool.interval_seconds:
             raise ValueError(
-                f"pool.fast_interval_seconds ({self.pool.fast_interval_seconds:g}) must not be "
+                f"pool.rise_interval_seconds ({self.pool.rise_interval_seconds:g}) must not be "
                 f"longer than pool.interval_seconds ({self.pool.interval_seconds:g})"
             )
         if self.discovery.interval_seconds < self.pool.interval_seconds:

@@ -1,8 +1,8 @@
 """`poller run`: the daemon. Schedules the sweeps, keeps the pool, applies it to HAProxy.
 
 Two APScheduler jobs (max_instances=1, coalesce=True): `check` probes known members, each
-at its own pace (pool.interval_seconds, or pool.fast_interval_seconds while rising or
-falling), and `discover` sweeps the whole subnet for new candidates every
+at its own pace (pool.interval_seconds, or pool.rise_interval_seconds while rising), and
+`discover` sweeps the whole subnet for new candidates every
 discovery.interval_seconds. Pool changes wake the applier, which debounces, guards against
 mass removals and makes HAProxy agree; failures are logged, counted and retried with
 backoff while the last good state stays live. Signals only set flags: SIGTERM/SIGINT stop,
@@ -28,8 +28,9 @@ from prometheus_client import generate_latest
 from poller import states
 from poller.applying import Applier, Change, servers_in_file
 from poller.config import Settings
-from poller.errors import HAProxyUnavailable, PollerError, StateError
+from poller.errors import ConfigError, HAProxyUnavailable, PollerError, StateError
 from poller.guards import Hold, guard
+from poller.haproxy.runtime import ServerState
 from poller.metrics import Metrics
 from poller.pools import EventKind, LastProbe, Member, Observation, Pool, Rules, State, step
 from poller.probing import ProbeResult, Sweep, make_client, sweep
@@ -77,6 +78,7 @@ class Daemon:
         self._client = make_client(settings.probe, settings.discovery.concurrency)
         self._retry: asyncio.TimerHandle | None = None
         self._backoff = BACKOFF_FIRST_SECONDS
+        self._applying = asyncio.Lock()
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -88,7 +90,12 @@ class Daemon:
         self._restore()
         if self.settings.status.enabled:
             self.status = StatusServer(self.settings.status.listen, self._routes())
-            await self.status.start()
+            try:
+                await self.status.start()
+            except OSError as exc:
+                raise ConfigError(
+                    "status.listen", f"cannot listen on {self.settings.status.listen}: {exc}"
+                ) from exc
             log.info(
                 "status server listening",
                 extra=_fields(listen=f"{self.status.host}:{self.status.port}"),
@@ -121,9 +128,12 @@ class Daemon:
         finally:
             log.info("stopping")
             self.scheduler.shutdown(wait=False)
+            # An apply under way finishes (bounded): HAProxy and its file stay in step.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._applying.acquire(), STOP_GRACE_SECONDS)
             applier.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(applier, STOP_GRACE_SECONDS)
+                await applier
             if self._retry is not None:
                 self._retry.cancel()
             self._save()
@@ -137,10 +147,11 @@ class Daemon:
         for job in self.scheduler.get_jobs():
             job.remove()
         common = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
+        # Ticks at half the rise interval, so each member is probed close to its own pace.
         self.scheduler.add_job(
             self.check,
             "interval",
-            seconds=self.settings.pool.fast_interval_seconds,
+            seconds=self.settings.pool.rise_interval_seconds / 2,
             id="check",
             **common,
         )
@@ -205,8 +216,11 @@ class Daemon:
         try:
             servers = [Server(s.address, s.port) for s in await self.applier.live_servers()]
             source = "runtime"
-        except (HAProxyUnavailable, PollerError):
-            text = self.applier.config_path.read_text() if self.applier.config_path.exists() else ""
+        except PollerError:
+            try:
+                text = self.applier.config_path.read_text()
+            except (OSError, UnicodeDecodeError):
+                text = ""
             servers, source = servers_in_file(text), "config file"
         now = time.monotonic()
         members = {
@@ -246,8 +260,11 @@ class Daemon:
 
     def _due(self, member: Member, now: float) -> bool:
         pool = self.settings.pool
-        transient = member.state in (State.RISING, State.FALLING)
-        pace = pool.fast_interval_seconds if transient else pool.interval_seconds
+        # Candidates are re-probed quickly so they join soon; members that fail keep the
+        # normal pace, so `fall` spans `fall` intervals (HAProxy's own checks take a dead
+        # server out of rotation meanwhile).
+        rising = member.state is State.RISING
+        pace = pool.rise_interval_seconds if rising else pool.interval_seconds
         return now - member.last.at >= pace * 0.95
 
     async def check(self) -> None:
@@ -335,7 +352,8 @@ class Daemon:
         while True:
             await self.changed.wait()
             await self._debounce()
-            await self._reconcile()
+            async with self._applying:
+                await self._reconcile()
 
     async def _debounce(self) -> None:
         haproxy = self.settings.haproxy
@@ -353,17 +371,19 @@ class Daemon:
 
     async def _reconcile(self) -> None:
         desired = [Server(m.address, m.port) for m in self.pool.serving()]
-        try:
-            live = frozenset(Server(s.address, s.port) for s in await self.applier.live_servers())
-            self.metrics.haproxy_up.set(1)
-        except PollerError:
-            live = self.live
-            self.metrics.haproxy_up.set(0)
-        servers, hold = guard(desired, live, self.settings.guard, time.monotonic(), self.hold)
-        self._report_hold(hold)
         started = time.monotonic()
         try:
-            change = await self.applier.apply(servers)
+            states: list[ServerState] | None
+            try:
+                states = await self.applier.live_servers()
+                live = frozenset(Server(s.address, s.port) for s in states)
+                self.metrics.haproxy_up.set(1)
+            except HAProxyUnavailable:
+                states, live = None, self.live
+                self.metrics.haproxy_up.set(0)
+            servers, hold = guard(desired, live, self.settings.guard, time.monotonic(), self.hold)
+            self._report_hold(hold)
+            change = await self.applier.apply(servers, states)
         except PollerError as exc:
             method = "reload" if self.applier.pending_reload else "runtime"
             self.metrics.changes.labels(method=method, result="failed").inc()

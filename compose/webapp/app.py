@@ -11,6 +11,7 @@ Usage: python app.py [--bind ADDR] [--port 3000] [--tag T] [--id ID] [--status C
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -47,6 +48,32 @@ def make_handler(node: Node) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "poller-demo-webapp"
+        # Keep idle connections longer than HAProxy keeps its idle ones (pool-purge-delay
+        # 5s), so the server never closes one HAProxy is about to reuse.
+        timeout = IDLE_SECONDS
+
+        def setup(self) -> None:
+            super().setup()
+            with CONNECTIONS_LOCK:
+                CONNECTIONS[self.connection] = False  # idle
+
+        def finish(self) -> None:
+            with CONNECTIONS_LOCK:
+                CONNECTIONS.pop(self.connection, None)
+            super().finish()
+
+        def handle_one_request(self) -> None:
+            try:
+                super().handle_one_request()
+            finally:
+                with CONNECTIONS_LOCK:
+                    if self.connection in CONNECTIONS:
+                        CONNECTIONS[self.connection] = False
+
+        def parse_request(self) -> bool:
+            with CONNECTIONS_LOCK:
+                CONNECTIONS[self.connection] = True  # busy from here to the response
+            return super().parse_request()
 
         def log_message(self, format: str, *args: object) -> None:
             pass  # one line per request would drown the demo's output
@@ -99,8 +126,27 @@ def make_handler(node: Node) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+IDLE_SECONDS = 30.0
+# After SIGTERM the listener is closed at once; idle keep-alive connections are closed only
+# after this grace, by when the load balancer's checks have taken the node out of rotation.
+CLOSE_IDLE_AFTER_SECONDS = 1.5
+STOP_DEADLINE_SECONDS = 10.0
+CONNECTIONS: dict[socket.socket, bool] = {}  # open connection -> busy with a request
+CONNECTIONS_LOCK = threading.Lock()
+
+
+def close_idle_connections() -> None:
+    with CONNECTIONS_LOCK:
+        idle = [conn for conn, busy in CONNECTIONS.items() if not busy]
+    for conn in idle:
+        with contextlib.suppress(OSError):
+            conn.shutdown(socket.SHUT_RDWR)
+
+
 class Server(ThreadingHTTPServer):
-    daemon_threads = True
+    # A graceful stop: requests in flight are finished (server_close joins their threads).
+    daemon_threads = False
+    block_on_close = True
 
     def handle_error(self, request: object, client_address: object) -> None:
         # Health checkers (HAProxy's included) close with a reset once they have the
@@ -123,12 +169,23 @@ def main() -> None:
     server = Server((args.bind, args.port), make_handler(node))
 
     def stop(signum: int, frame: object) -> None:
+        # Stop accepting at once (new connections are refused, so a load balancer retries
+        # elsewhere), keep serving open connections for a grace, then close them as they
+        # fall idle. (Answering `Connection: close` instead cost client errors through
+        # HAProxy under load.)
         threading.Thread(target=server.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     print(f"listening on {args.bind}:{args.port}", flush=True)
     server.serve_forever(poll_interval=0.2)
+    server.socket.close()  # refuse new connections from now on
+    if CONNECTIONS:
+        time.sleep(CLOSE_IDLE_AFTER_SECONDS)
+        deadline = time.monotonic() + STOP_DEADLINE_SECONDS
+        while CONNECTIONS and time.monotonic() < deadline:
+            close_idle_connections()  # requests in flight finish first
+            time.sleep(0.05)
     server.server_close()
 
 

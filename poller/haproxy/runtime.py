@@ -72,6 +72,17 @@ class Runtime:
                 result[row["svname"]] = int(row.get("scur") or 0)
         return result
 
+    async def add_ready_server(self, backend: str, name: str, endpoint: str, options: str) -> None:
+        """add server + enable health + state ready in one round trip (the CLI runs
+        `;`-separated commands in order; a refusal shows in the joined answer)."""
+        line = (
+            f"add server {backend}/{name} {endpoint} {options}; "
+            f"enable health {backend}/{name}; set server {backend}/{name} state ready"
+        )
+        answer = (await self.run(line)).strip()
+        if answer != "New server registered.":
+            raise HAProxyError(f"HAProxy refused {line!r}: {answer}")
+
     async def add_server(self, backend: str, name: str, endpoint: str, options: str) -> None:
         await self._expect(
             f"add server {backend}/{name} {endpoint} {options}", "New server registered"

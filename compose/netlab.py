@@ -1,0 +1,335 @@
+"""The compose topology in Linux network namespaces: no Docker engine needed.
+
+A bridge `heig` lives in a namespace of its own (the "host" side of the Docker network,
+holding the gateway address); HAProxy runs in a namespace at .42 with the same command
+line as the compose service; the poller sidecar runs in its own namespace with the same
+`config/poller.yaml` and entrypoint (only the shared-volume paths are pointed into the
+lab's directory, through POLLER_* environment variables); web nodes each get a namespace
+at their own address. No namespace has a default route. Everything started is stopped
+by PID, and every namespace (with its links) is deleted by `close()`, also after errors.
+
+Needs root (CAP_NET_ADMIN and mounts for `ip netns`). Usable as a script:
+
+    sudo python compose/netlab.py --nodes 3 --seconds 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from compose.loopback import ROOT, WEBAPP, wait_for
+
+POLLER_YAML = ROOT / "config" / "poller.yaml"
+# The lab's address resolution gives up after one try of 100 ms instead of 3 x 1 s: the
+# sweep then waits 0.1 s for an empty address, not 3 s (DESIGN: "Sweep facts").
+FAST_ARP = {"mcast_solicit": "1", "retrans_time_ms": "100"}
+
+
+def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(argv), capture_output=True, text=True, check=check, timeout=30)
+
+
+def overflow_lines() -> int:
+    """How many 'neighbor table overflow' lines the kernel log holds now."""
+    run = subprocess.run(["dmesg"], capture_output=True, text=True, timeout=30)
+    if run.returncode != 0:
+        raise RuntimeError(f"dmesg is not readable: {run.stderr.strip()}")
+    return len(re.findall(r"neighbou?r table overflow", run.stdout))
+
+
+@dataclass
+class NetLab:
+    """One lab: `prefix` names its namespaces, `network` is the bridge's subnet."""
+
+    workdir: Path
+    network: str = "192.168.42.0/24"
+    prefix: str = field(default_factory=lambda: f"pl{os.getpid() % 100000}")
+    fast_arp: bool = True
+    namespaces: list[str] = field(default_factory=list)
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if os.geteuid() != 0:
+            raise PermissionError("the namespace lab needs root (ip netns, veth, bridge)")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        base, length = self.network.split("/")
+        self.prefixlen = int(length)
+        octets = base.split(".")
+        self.base = ".".join(octets[:3]) if self.prefixlen >= 24 else ".".join(octets[:2])
+        self.bridge_ns = self._ns("heig")
+        self.gateway = self.address(1)
+        sh("ip", "netns", "exec", self.bridge_ns, "ip", "link", "add", "heig", "type", "bridge")
+        sh(
+            "ip",
+            "netns",
+            "exec",
+            self.bridge_ns,
+            "ip",
+            "addr",
+            "add",
+            f"{self.gateway}/{self.prefixlen}",
+            "dev",
+            "heig",
+        )
+        sh("ip", "netns", "exec", self.bridge_ns, "ip", "link", "set", "heig", "up")
+        self.config_dir = self.workdir / "haproxy-config"
+        self.run_dir = self.workdir / "haproxy-run"
+        self.config_dir.mkdir(exist_ok=True)
+        self.run_dir.mkdir(exist_ok=True)
+
+    def address(self, host: int) -> str:
+        if self.prefixlen >= 24:
+            return f"{self.base}.{host}"
+        return f"{self.base}.{host // 256}.{host % 256}"
+
+    # -- namespaces and links ------------------------------------------------------------
+
+    def _ns(self, name: str) -> str:
+        full = f"{self.prefix}-{name}"
+        sh("ip", "netns", "add", full)
+        self.namespaces.append(full)
+        sh("ip", "netns", "exec", full, "ip", "link", "set", "lo", "up")
+        return full
+
+    def host(self, name: str, address: str) -> str:
+        """A namespace with one veth on the bridge at `address` and no default route."""
+        ns = self._ns(name)
+        index = len(self.namespaces)
+        outer, inner = f"{self.prefix}v{index}", "eth0"
+        sh(
+            "ip",
+            "link",
+            "add",
+            outer,
+            "netns",
+            self.bridge_ns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            inner,
+            "netns",
+            ns,
+        )
+        sh("ip", "netns", "exec", self.bridge_ns, "ip", "link", "set", outer, "master", "heig")
+        sh("ip", "netns", "exec", self.bridge_ns, "ip", "link", "set", outer, "up")
+        sh(
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            "ip",
+            "addr",
+            "add",
+            f"{address}/{self.prefixlen}",
+            "dev",
+            inner,
+        )
+        sh("ip", "netns", "exec", ns, "ip", "link", "set", inner, "up")
+        if self.fast_arp:
+            for key, value in FAST_ARP.items():
+                sh(
+                    "ip",
+                    "netns",
+                    "exec",
+                    ns,
+                    "sysctl",
+                    "-qw",
+                    f"net.ipv4.neigh.{inner}.{key}={value}",
+                )
+        return ns
+
+    def link(self, ns: str, up: bool) -> None:
+        """Cut or restore a host's link (a partition)."""
+        sh("ip", "netns", "exec", ns, "ip", "link", "set", "eth0", "up" if up else "down")
+
+    # -- processes -----------------------------------------------------------------------
+
+    def start(
+        self,
+        name: str,
+        ns: str,
+        argv: list[str],
+        env: dict[str, str] | None = None,
+        ready: object = None,
+        timeout: float = 15.0,
+    ) -> subprocess.Popen[bytes]:
+        log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", ns, *argv],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            cwd=ROOT,
+        )
+        log.close()
+        self.procs[name] = proc
+        if callable(ready):
+
+            def up() -> object:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{name} exited: {self.log(name)[-2000:]}")
+                return ready()
+
+            wait_for(up, timeout, f"{name} to start")
+        return proc
+
+    def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+        proc = self.procs.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return
+        os.kill(proc.pid, sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+    def log(self, name: str) -> str:
+        path = self.workdir / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def close(self) -> None:
+        for name in reversed(list(self.procs)):
+            self.stop(name, signal.SIGKILL if name == "haproxy" else signal.SIGTERM)
+        for ns in reversed(self.namespaces):
+            sh("ip", "netns", "del", ns, check=False)  # takes its veths along
+        self.namespaces.clear()
+
+    # -- the compose services --------------------------------------------------------------
+
+    def poller_env(self) -> dict[str, str]:
+        """Only the shared volumes move: the config file is config/poller.yaml itself."""
+        return {
+            "POLLER_HAPROXY__CONFIG_PATH": str(self.config_dir / "haproxy.cfg"),
+            "POLLER_HAPROXY__ADMIN_SOCKET": str(self.run_dir / "admin.sock"),
+            "POLLER_HAPROXY__MASTER_SOCKET": str(self.run_dir / "master.sock"),
+            "POLLER_HAPROXY__LOG_TARGET": "null",
+            "POLLER_STATE__PATH": str(self.workdir / "poller-state" / "state.json"),
+            "POLLER_DISCOVERY__SUBNETS": self.network,
+            "POLLER_DISCOVERY__EXCLUDE": f"{self.gateway},{self.address(42)}",
+        }
+
+    def start_haproxy(self) -> None:
+        self.ha_ns = self.host("ha", self.address(42))
+        init = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "poller",
+                "render",
+                "--config",
+                str(POLLER_YAML),
+                "--output",
+                str(self.config_dir / "haproxy.cfg"),
+            ],
+            env={**os.environ, **self.poller_env()},
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+        )
+        if init.returncode != 0:
+            raise RuntimeError(f"haproxy-init failed: {init.stderr}")
+        master = self.run_dir / "master.sock"
+        # The compose service's command line (the image's entrypoint adds -W -db).
+        self.start(
+            "haproxy",
+            self.ha_ns,
+            [
+                "haproxy",
+                "-W",
+                "-db",
+                "-S",
+                f"{master},mode,660",
+                "-f",
+                str(self.config_dir / "haproxy.cfg"),
+            ],
+            ready=lambda: (self.run_dir / "admin.sock").exists(),
+        )
+
+    def start_poller(self, *extra_env: tuple[str, str]) -> None:
+        self.poller_ns = self.host("poller", self.address(2))
+        self.start(
+            "poller",
+            self.poller_ns,
+            [sys.executable, "-m", "poller", "run", "--config", str(POLLER_YAML)],
+            env={**self.poller_env(), **dict(extra_env)},
+            ready=lambda: "poller running" in self.log("poller"),
+        )
+
+    def start_node(self, host: int, name: str, *extra: str) -> str:
+        address = self.address(host)
+        ns = self.namespace_of(address) or self.host(f"n{host}", address)
+        self.start(
+            f"node-{address}",
+            ns,
+            [sys.executable, str(WEBAPP), "--port", "3000", "--host", name, *extra],
+            ready=lambda: "listening" in self.log(f"node-{address}"),
+        )
+        return ns
+
+    def namespace_of(self, address: str) -> str | None:
+        host = int(address.rsplit(".", 1)[1]) if self.prefixlen >= 24 else None
+        wanted = f"{self.prefix}-n{host}" if host is not None else None
+        return wanted if wanted in self.namespaces else None
+
+    def stop_node(self, address: str, sig: int = signal.SIGTERM) -> None:
+        self.stop(f"node-{address}", sig)
+
+    # -- observing -----------------------------------------------------------------------
+
+    def servers(self) -> set[str]:
+        from compose.loopback import unix_command
+
+        answer = unix_command(self.run_dir / "admin.sock", "show servers state nodes")
+        return {
+            f[4]
+            for f in (line.split() for line in answer.splitlines())
+            if len(f) > 18 and f[0].isdigit() and f[6] == "0"
+        }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="poller-netlab-") as tmp:
+        lab = NetLab(Path(tmp))
+        before = overflow_lines()
+        try:
+            lab.start_haproxy()
+            lab.start_poller()
+            for i in range(args.nodes):
+                lab.start_node(11 * (i + 1), f"s{i + 1}")
+            started = time.monotonic()
+            last: set[str] = set()
+            while time.monotonic() - started < args.seconds:
+                now = lab.servers()
+                if now != last:
+                    print(
+                        f"[{time.monotonic() - started:5.1f}s] HAProxy serves {sorted(now)}",
+                        flush=True,
+                    )
+                    last = now
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            lab.close()
+        print(f"neighbour table overflow lines added: {overflow_lines() - before}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""`poller render` and `poller scan --render` as users run them; HAProxy accepts the output."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Processes
+from tests.support.processes import ROOT
+
+WEBAPP = ROOT / "compose" / "webapp" / "app.py"
+
+
+def poller(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "poller", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+
+
+def haproxy_accepts(path: Path) -> None:
+    if shutil.which("haproxy") is None:
+        pytest.fail("haproxy is not installed; .ci/run installs it")
+    check = subprocess.run(["haproxy", "-c", "-f", str(path)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_render_is_deterministic_and_valid(tmp_path: Path) -> None:
+    first = poller("render", "--member", "10.0.0.9:3000", "--member", "10.0.0.10:3000")
+    second = poller("render", "--member", "10.0.0.10:3000", "--member", "10.0.0.9:3000")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == second.stdout
+    assert first.stdout.index("n_10_0_0_9_3000") < first.stdout.index("n_10_0_0_10_3000")
+    path = tmp_path / "haproxy.cfg"
+    path.write_text(first.stdout)
+    haproxy_accepts(path)
+
+
+def test_render_output_writes_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "haproxy.cfg"
+    run = poller("render", "--output", str(path))
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == ""
+    assert "backend nodes" in path.read_text()
+    assert "    server " not in path.read_text()  # an empty backend: HAProxy answers 503
+    haproxy_accepts(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["haproxy.cfg"]
+
+
+@pytest.mark.parametrize(
+    ("member", "problem"),
+    [
+        ("10.0.0.1", "expected IP:PORT"),
+        ("10.0.0.300:80", "does not appear to be"),
+        ("10.0.0.1:0", "port must be 1-65535"),
+    ],
+)
+def test_bad_member_is_named(member: str, problem: str) -> None:
+    run = poller("render", "--member", member)
+    assert run.returncode == 3
+    assert f"command line (--member '{member}')" in run.stderr
+    assert problem in run.stderr
+
+
+def test_render_into_a_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
+    run = poller("render", "--output", str(tmp_path / "missing" / "haproxy.cfg"))
+    assert run.returncode != 0
+    assert "missing/haproxy.cfg: cannot stage a new version" in run.stderr
+
+
+def test_scan_render_holds_exactly_the_healthy_nodes(processes: Processes, tmp_path: Path) -> None:
+    processes.python(WEBAPP, "--bind", "127.0.4.2", ready_line="listening")
+    processes.python(WEBAPP, "--bind", "127.0.4.3", "--status", "500", ready_line="listening")
+    path = tmp_path / "haproxy.cfg"
+    run = poller("scan", "--subnet", "127.0.4.0/29", "--render", "--output", str(path))
+    assert run.returncode == 0, run.stderr
+    text = path.read_text()
+    assert "server n_127_0_4_2_3000 127.0.4.2:3000" in text
+    assert "127.0.4.3" not in text
+    assert "1 healthy" in run.stderr
+    haproxy_accepts(path)

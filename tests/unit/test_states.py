@@ -1,0 +1,71 @@
+"""Persisted state: round trip, atomic files, corrupt files reported."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from poller import states
+from poller.errors import StateError
+from poller.pools import Observation, Pool, Rules, State, step
+
+
+def make_pool() -> Pool:
+    pool, _ = step(
+        Pool(),
+        [Observation("10.0.0.2", 3000, True, "b"), Observation("10.0.0.1", 3000, True, None)],
+        100.0,
+        Rules(rise=1, fall=2),
+    )
+    return pool
+
+
+def test_round_trip_keeps_members_states_and_identities(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "state.json"
+    states.save(path, make_pool(), True, mono_now=110.0, wall_now=1000.0)
+    saved = states.load(path, mono_now=5.0, wall_now=1003.0)
+    assert saved is not None
+    assert saved.pending_reload is True
+    members = saved.pool.all()
+    assert [(m.address, m.state, m.identity) for m in members] == [
+        ("10.0.0.1", State.UP, None),
+        ("10.0.0.2", State.UP, "b"),
+    ]
+    # since = 10 s before the save, 3 s of downtime: 13 s before the new "now".
+    assert members[0].since == pytest.approx(5.0 - 13.0)
+    assert members[0].last.at == float("-inf")  # probed again at once
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_missing_file_is_no_state(tmp_path: Path) -> None:
+    assert states.load(tmp_path / "none.json", 0.0, 0.0) is None
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "{not json",
+        "[]",
+        '{"version": 99, "members": []}',
+        '{"version": 1, "members": [{"address": "nope", "port": 1}]}',
+        '{"version": 1, "members": [{"address": "10.0.0.1", "port": 70000, "identity": null,'
+        ' "state": "up", "successes": 1, "failures": 0, "since": 0}]}',
+        '{"version": 1, "members": [{"address": "10.0.0.1", "port": 80, "identity": 5,'
+        ' "state": "up", "successes": 1, "failures": 0, "since": 0}]}',
+        '{"version": 1, "members": [{"address": "10.0.0.1", "port": 80, "identity": null,'
+        ' "state": "sideways", "successes": 1, "failures": 0, "since": 0}]}',
+    ],
+)
+def test_corrupt_state_is_a_state_error_naming_the_file(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "state.json"
+    path.write_text(content)
+    with pytest.raises(StateError, match=r"state\.json: unusable state file"):
+        states.load(path, 0.0, 0.0)
+
+
+def test_save_leaves_no_temp_files(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    for _ in range(3):
+        states.save(path, make_pool(), False, 0.0, 0.0)
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
