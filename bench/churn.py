@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import signal
 import statistics
@@ -35,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common import ensure_private_namespace, machine_description, markdown_table, write_section
 
-from compose.loopback import Lab, wait_for
+from compose.loopback import Lab, wait_for, wrk_failures
 
 BASE = ("127.0.5.2", "127.0.5.3")
 SETTINGS = {
@@ -73,19 +72,6 @@ def start_wrk(url: str, seconds: int, out: Path) -> subprocess.Popen[bytes]:
         stdout=handle,
         stderr=subprocess.STDOUT,
     )
-
-
-def wrk_failures(text: str) -> tuple[int, int]:
-    """(requests, failed) from wrk's report."""
-    requests = int(re.search(r"(\d+) requests in", text).group(1))  # type: ignore[union-attr]
-    failed = 0
-    match = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-    if match:
-        failed += int(match.group(1))
-    match = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
-    if match:
-        failed += sum(int(x) for x in match.groups())
-    return requests, failed
 
 
 def run_path(

@@ -42,6 +42,37 @@ def wait_for(condition: Callable[[], T], timeout: float, what: str, interval: fl
         time.sleep(interval)
 
 
+def stop_process(
+    proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 10.0
+) -> int | None:
+    """Signal a process we started (by its PID) and reap it; SIGKILL after `timeout`."""
+    if proc.poll() is None:
+        os.kill(proc.pid, sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+    return proc.returncode
+
+
+def wrk_failures(report: str) -> tuple[int, int]:
+    """(requests, failed) from a wrk report: failed = non-2xx/3xx + socket errors."""
+    match = re.search(r"(\d+) requests in", report)
+    if match is None:
+        raise ValueError(f"not a wrk report: {report[:200]!r}")
+    requests, failed = int(match.group(1)), 0
+    match = re.search(r"Non-2xx or 3xx responses: (\d+)", report)
+    if match:
+        failed += int(match.group(1))
+    match = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", report
+    )
+    if match:
+        failed += sum(int(x) for x in match.groups())
+    return requests, failed
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
@@ -139,16 +170,7 @@ class Lab:
 
     def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
         proc = self.procs.pop(name, None)
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            os.kill(proc.pid, sig)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(5)
-        return proc.returncode
+        return None if proc is None else stop_process(proc, sig, timeout)
 
     def close(self) -> None:
         for name in reversed(list(self.procs)):

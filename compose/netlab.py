@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from compose.loopback import ROOT, WEBAPP, wait_for
+from compose.loopback import ROOT, WEBAPP, stop_process, wait_for
 
 POLLER_YAML = ROOT / "config" / "poller.yaml"
 # The lab's address resolution gives up after one try of 100 ms instead of 3 x 1 s: the
@@ -187,20 +187,15 @@ class NetLab:
 
     def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
         proc = self.procs.pop(name, None)
-        if proc is None or proc.poll() is not None:
-            return
-        os.kill(proc.pid, sig)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+        if proc is not None:
+            stop_process(proc, sig, timeout)
 
     def log(self, name: str) -> str:
         path = self.workdir / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
     def close(self) -> None:
+        self.stopped = list(self.procs.values())
         for name in reversed(list(self.procs)):
             self.stop(name, signal.SIGKILL if name == "haproxy" else signal.SIGTERM)
         for ns in reversed(self.namespaces):
@@ -288,6 +283,39 @@ class NetLab:
         self.stop(f"node-{address}", sig)
 
     # -- observing -----------------------------------------------------------------------
+
+    def status(self, path: str) -> str:
+        """GET the poller's status server (loopback inside the poller's namespace)."""
+        port = 9345
+        code = (
+            "import sys, urllib.request; "
+            f"sys.stdout.write(urllib.request.urlopen('http://127.0.0.1:{port}{path}', "
+            "timeout=2).read().decode())"
+        )
+        run = subprocess.run(
+            ["ip", "netns", "exec", self.poller_ns, sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        return run.stdout
+
+    def metric(self, name: str, labels: str = "") -> float:
+        prefix = name + (f"{{{labels}" if labels else "")
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in self.status("/metrics").splitlines()
+            if line.startswith(prefix) and not line.startswith(name + "_")
+        )
+
+    def leftovers(self) -> list[str]:
+        """Namespaces of this lab that still exist (after close(): none)."""
+        run = sh("ip", "netns", "list", check=False)
+        return [
+            line.split()[0]
+            for line in run.stdout.splitlines()
+            if line.startswith(f"{self.prefix}-")
+        ]
 
     def servers(self) -> set[str]:
         from compose.loopback import unix_command

@@ -33,7 +33,7 @@ from poller.guards import Hold, guard
 from poller.haproxy.runtime import ServerState
 from poller.metrics import Metrics
 from poller.pools import EventKind, LastProbe, Member, Observation, Pool, Rules, State, step
-from poller.probing import ProbeResult, Sweep, make_client, sweep
+from poller.probing import Outcome, ProbeResult, Sweep, make_client, sweep
 from poller.rendering import Server, Template, load_template, sort_servers
 from poller.status import Response, StatusServer
 from poller.sweeping import Discovery, discover, resolve
@@ -260,11 +260,14 @@ class Daemon:
 
     def _due(self, member: Member, now: float) -> bool:
         pool = self.settings.pool
-        # Candidates are re-probed quickly so they join soon; members that fail keep the
-        # normal pace, so `fall` spans `fall` intervals (HAProxy's own checks take a dead
-        # server out of rotation meanwhile).
-        rising = member.state is State.RISING
-        pace = pool.rise_interval_seconds if rising else pool.interval_seconds
+        # Candidates are re-probed quickly so they join soon. A member whose port refused
+        # (nothing listens: the process is gone) is confirmed as quickly. Other failures,
+        # timeouts above all, keep the normal pace, so a stall must last `fall` intervals
+        # to evict a member (HAProxy's own checks keep a dead one out of rotation meanwhile).
+        quick = member.state is State.RISING or (
+            member.state is State.FALLING and member.last.outcome == Outcome.REFUSED
+        )
+        pace = pool.rise_interval_seconds if quick else pool.interval_seconds
         return now - member.last.at >= pace * 0.95
 
     async def check(self) -> None:

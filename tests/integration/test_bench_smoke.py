@@ -22,3 +22,19 @@ def test_scan_benchmark_smoke() -> None:
     cells = [cell.strip() for cell in rows[0].strip("|").split("|")]
     assert cells[1] == "14"  # targets
     assert cells[-1] == "0"  # live nodes missed
+
+
+def test_churn_benchmark_smoke() -> None:
+    run = subprocess.run(
+        [sys.executable, "bench/churn.py", "--smoke"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert run.returncode == 0, run.stderr
+    rows = [line for line in run.stdout.splitlines() if line.startswith("| runtime")]
+    assert len(rows) == 1
+    cells = [cell.strip() for cell in rows[0].strip("|").split("|")]
+    assert cells[1] == "2+2"  # joins + leaves
+    assert cells[4] == "0"  # no reload on the runtime path

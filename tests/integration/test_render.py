@@ -4,25 +4,15 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import Processes
 from tests.support.processes import ROOT
+from tests.support.processes import run_poller as poller
 
 WEBAPP = ROOT / "compose" / "webapp" / "app.py"
-
-
-def poller(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "poller", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
 
 
 def haproxy_accepts(path: Path) -> None:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.support.processes import ROOT, Processes
+from tests.support.processes import run_poller as poller
 
 WEBAPP = ROOT / "compose" / "webapp" / "app.py"
 ODD = ROOT / "tests" / "support" / "oddnodes.py"
@@ -28,17 +27,6 @@ ODD_NODES = {
     "127.0.1.11": ("reset", "reset"),
 }
 TIMEOUT = 0.5
-
-
-def poller(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "poller", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        env=env,
-    )
 
 
 @pytest.fixture

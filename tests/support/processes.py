@@ -2,31 +2,30 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TypeVar
+
+from compose.loopback import stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
 
 
-def wait_for(
-    condition: Callable[[], T], timeout: float, interval: float = 0.05, what: str = ""
-) -> T:
-    """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last: T = condition()
-    while not last:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or condition}")
-        time.sleep(interval)
-        last = condition()
-    return last
+def run_poller(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The `poller` command as users run it, from the repository root."""
+    return subprocess.run(
+        [sys.executable, "-m", "poller", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env=env,
+    )
 
 
 class Processes:
@@ -66,13 +65,7 @@ class Processes:
     def stop(
         self, proc: subprocess.Popen[str], sig: int = signal.SIGTERM, grace: float = 5.0
     ) -> None:
-        if proc.poll() is None:
-            os.kill(proc.pid, sig)
-            try:
-                proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(5)
+        stop_process(proc, sig, grace)
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()

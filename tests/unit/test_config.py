@@ -18,8 +18,11 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def test_shipped_config_is_the_builtin_default() -> None:
-    assert load_settings(ROOT / "config" / "poller.yaml", environ={}) == Settings()
+def test_shipped_config_is_the_builtin_default_plus_identity() -> None:
+    shipped = load_settings(ROOT / "config" / "poller.yaml", environ={})
+    assert shipped.probe.identity is not None
+    assert shipped.probe.identity.json_field == "host"
+    assert shipped.model_copy(update={"probe": Settings().probe}) == Settings()
 
 
 def test_empty_file_gives_defaults(tmp_path: Path) -> None:

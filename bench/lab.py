@@ -1,0 +1,216 @@
+"""Benchmark the compose stack in the network-namespace lab (root).
+
+1. /24: joins (a node starts answering -> HAProxy serves it) and leaves (graceful SIGTERM,
+   and kill -9 with `retry-on`) under wrk load from a client namespace: latency p50/p95
+   and failed requests per kind.
+2. /16: the poller starts with a few live nodes among 65,534 addresses; time until HAProxy
+   serves them all, found/missed, the discovery sweep's duration, the poller's CPU seconds
+   and peak RSS over that time, and the kernel log's neighbour-table overflow lines.
+
+    sudo python bench/lab.py            # rewrites the lab section of docs/BENCHMARKS.md
+    sudo python bench/lab.py --smoke    # 2 events, a /20, prints only
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import contextlib
+
+from churn import percentile
+from common import ensure_private_namespace, machine_description, markdown_table, write_section
+
+from compose.loopback import wait_for, wrk_failures
+from compose.netlab import NetLab, overflow_lines
+
+
+def process_usage(pid: int) -> tuple[float, float]:
+    """(CPU seconds, peak RSS MiB) of a running process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    hwm = re.search(r"VmHWM:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
+    return cpu, (int(hwm.group(1)) / 1024 if hwm else float("nan"))
+
+
+def wrk(lab: NetLab, ns: str, seconds: int, out: Path) -> subprocess.Popen[bytes]:
+    handle = out.open("wb")
+    return subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            "wrk",
+            "-t1",
+            "-c8",
+            f"-d{seconds}s",
+            "--timeout",
+            "3s",
+            f"http://{lab.address(42)}/",
+        ],
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def churn(workdir: Path, events: int) -> list[list[str]]:
+    lab = NetLab(workdir / "churn", prefix=f"plb{os.getpid() % 10000}")
+    rows = []
+    try:
+        lab.start_haproxy()
+        lab.start_poller(("POLLER_HAPROXY__RETRY_ON", "true"))
+        client = lab.host("client", lab.address(200))
+        lab.start_node(11, "base1")
+        lab.start_node(12, "base2")
+        wait_for(lambda: lab.servers() == {lab.address(11), lab.address(12)}, 10, "base nodes")
+        hosts = [20 + i for i in range(events)]
+        kinds: dict[str, list[float]] = {"join": [], "graceful stop": [], "kill -9": []}
+        failures: dict[str, tuple[int, int]] = {}
+        for kind in kinds:
+            out = workdir / f"wrk-{kind.replace(' ', '_')}.txt"
+            load = wrk(lab, client, int(events * 3 + 4), out)
+            time.sleep(1.0)
+            for host in hosts:
+                address = lab.address(host)
+                started = time.monotonic()
+                if kind == "join":
+                    lab.start_node(host, f"n{host}")
+                    wait_for(lambda a=address: a in lab.servers(), 15, f"{address} to join")
+                else:
+                    sig = signal.SIGTERM if kind == "graceful stop" else signal.SIGKILL
+                    os.kill(lab.procs[f"node-{address}"].pid, sig)
+                    wait_for(lambda a=address: a not in lab.servers(), 15, f"{address} to leave")
+                    lab.stop_node(address)
+                    if kind == "graceful stop":
+                        lab.start_node(host, f"n{host}")  # back, for the kill -9 round
+                        wait_for(lambda a=address: a in lab.servers(), 15, f"{address} back")
+                kinds[kind].append(time.monotonic() - started)
+                time.sleep(max(0.0, 3.0 - (time.monotonic() - started)))
+            load.wait(events * 3 + 30)
+            failures[kind] = wrk_failures(out.read_text())
+        for kind, values in kinds.items():
+            requests, failed = failures[kind]
+            rows.append(
+                [
+                    kind,
+                    str(len(values)),
+                    f"{statistics.median(values):.2f}",
+                    f"{percentile(values, 95):.2f}",
+                    f"{requests:,}",
+                    str(failed),
+                ]
+            )
+    finally:
+        lab.close()
+    return rows
+
+
+def wide(workdir: Path, network: str, hosts: tuple[int, ...]) -> list[str]:
+    lab = NetLab(workdir / "wide", network=network, prefix=f"plw{os.getpid() % 10000}")
+    before = overflow_lines()
+    try:
+        lab.start_haproxy()
+        expected = set()
+        for index, host in enumerate(hosts):
+            lab.start_node(host, f"wide{index}")
+            expected.add(lab.address(host))
+        started = time.monotonic()
+        lab.start_poller()
+        pid = lab.procs["poller"].pid
+        with contextlib.suppress(TimeoutError):
+            wait_for(lambda: lab.servers() >= expected, 600, "every node of the subnet")
+        elapsed = time.monotonic() - started
+        found = len(lab.servers() & expected)
+        cpu, rss = process_usage(pid)
+        wait_for(
+            lambda: lab.metric("poller_sweep_duration_seconds_count", 'kind="discovery"') >= 1,
+            600,
+            "a whole discovery sweep",
+        )
+        count = lab.metric("poller_sweep_duration_seconds_count", 'kind="discovery"')
+        total = lab.metric("poller_sweep_duration_seconds_sum", 'kind="discovery"')
+        targets = 2 ** (32 - int(network.split("/")[1])) - 2 - 2
+    finally:
+        lab.close()
+    added = overflow_lines() - before
+    return [
+        network,
+        f"{targets:,}",
+        f"{found} / {len(hosts)}",
+        f"{elapsed:.1f}",
+        f"{total / count:.1f}",
+        f"{cpu:.1f}",
+        f"{rss:.0f}",
+        str(added),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=10)
+    parser.add_argument("--smoke", action="store_true")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("bench/lab.py needs root (network namespaces)")
+    ensure_private_namespace()
+    events = 2 if args.smoke else args.events
+    network, hosts = (
+        ("10.78.0.0/20", (300, 4000))
+        if args.smoke
+        else ("10.78.0.0/16", (300, 21_000, 47_000, 65_000))
+    )
+    with tempfile.TemporaryDirectory(prefix="poller-lab-bench-") as tmp:
+        churn_rows = churn(Path(tmp), events)
+        wide_row = wide(Path(tmp), network, hosts)
+    churn_table = markdown_table(
+        ["event", "count", "p50 s", "p95 s", "requests", "failed"], churn_rows
+    )
+    wide_table = markdown_table(
+        [
+            "subnet",
+            "targets",
+            "found",
+            "all served after s",
+            "sweep s",
+            "poller CPU s",
+            "peak RSS MiB",
+            "overflow lines",
+        ],
+        [wide_row],
+    )
+    print(churn_table)
+    print()
+    print(wide_table)
+    if args.smoke:
+        return
+    write_section(
+        "lab",
+        "## The compose stack in the namespace lab (issue 4)\n\n"
+        f"Machine: {machine_description()}. Command: `sudo python bench/lab.py`. "
+        "config/poller.yaml as shipped (interval 1 s, rise interval 0.1 s, discovery 1 s, "
+        "rise 2, fall 2), `retry-on` enabled; lab links resolve addresses with one 100 ms "
+        "try. Join: node answering -> HAProxy serving it; stops: signal -> HAProxy no longer "
+        "serving it (as `show servers state` lists it ready). Each kind under its own "
+        "`wrk -t1 -c8` run from a client namespace; failed = non-2xx/3xx + socket errors.\n\n"
+        + churn_table
+        + "\n\n/16 discovery: the poller starts with live nodes spread over the subnet; "
+        "`sweep s` is the mean duration of the discovery sweeps (paced by the neighbour "
+        "table), CPU and RSS are the poller process's over the run.\n\n" + wide_table,
+    )
+
+
+if __name__ == "__main__":
+    main()

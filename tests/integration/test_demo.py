@@ -1,0 +1,42 @@
+"""The README's first command: the demo runs, shows the pool following the nodes, and
+leaves nothing behind."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from tests.support.processes import ROOT
+
+
+def listening(address: str, port: int) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def test_demo_shows_the_pool_and_cleans_up() -> None:
+    if shutil.which("haproxy") is None:
+        pytest.fail("haproxy is not installed; .ci/run installs it")
+    run = subprocess.run(
+        [sys.executable, "compose/demo.py", "--seconds", "14"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert run.returncode == 0, run.stderr
+    out = run.stdout
+    assert "demo: HAProxy at http://127.0.0.1:" in out
+    assert "127.42.0.11:3000 up (s1)" in out
+    assert "127.42.0.33:3000 up (s3)" in out  # joined at 6 s
+    assert "a request got 200 from s" in out
+    assert out.rstrip().endswith("demo: all demo processes stopped")
+    for octet in (11, 22, 33, 44):
+        assert not listening(f"127.42.0.{octet}", 3000)

@@ -1,0 +1,176 @@
+"""End to end in the network-namespace lab that mirrors compose: a bridge `heig` in its
+own namespace, HAProxy at .42, the poller sidecar with config/poller.yaml, demo nodes in
+namespaces of their own, wrk in a client namespace. No namespace has a default route.
+
+One lab runs the scenarios in order, each under wrk load: 2 nodes, scale to 5, a graceful
+stop, a kill -9, a new node at a reused address, a host speaking SSH on :3000, a node
+answering 500, a partition and its repair. Each change must show in HAProxy within
+interval x rise + 1 s; graceful changes and (with retry-on) kill -9 cost 0 failed
+requests; the kernel log gains no neighbour-table overflow line.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from compose.loopback import wait_for, wrk_failures
+from compose.netlab import NetLab, overflow_lines
+from poller.config import load_settings
+from tests.conftest import requires_root
+from tests.support.processes import ROOT
+
+SETTINGS = load_settings(ROOT / "config" / "poller.yaml", environ={})
+# "Each change is reflected in HAProxy within interval x rise + 1 s."
+DEADLINE = SETTINGS.pool.interval_seconds * SETTINGS.pool.rise + 1.0
+ODD = ROOT / "tests" / "support" / "oddnodes.py"
+
+
+class Load:
+    """wrk in the client namespace, for one scenario; failed = non-2xx/3xx + socket errors."""
+
+    def __init__(self, lab: NetLab, ns: str, seconds: int) -> None:
+        self.out = lab.workdir / f"wrk-{time.monotonic_ns()}.txt"
+        handle = self.out.open("wb")
+        self.proc = subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                "wrk",
+                "-t1",
+                "-c8",
+                f"-d{seconds}s",
+                "--timeout",
+                "3s",
+                f"http://{lab.address(42)}/",
+            ],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )
+        handle.close()
+
+    def failed(self) -> tuple[int, int]:
+        self.proc.wait(60)
+        return wrk_failures(self.out.read_text())
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetLab]:
+    requires_root()
+    for tool in ("haproxy", "wrk", "dmesg"):
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} is not installed; .ci/run installs it")
+    lab = NetLab(tmp_path_factory.mktemp("netlab"))
+    overflow_before = overflow_lines()
+    try:
+        lab.start_haproxy()
+        lab.start_poller(("POLLER_HAPROXY__RETRY_ON", "true"))
+        lab.client_ns = lab.host("client", lab.address(200))
+        yield lab
+    finally:
+        lab.close()
+    assert lab.leftovers() == [], "namespaces left behind"
+    assert all(proc.poll() is not None for proc in lab.stopped), "processes left running"
+    assert overflow_lines() == overflow_before, "the kernel log gained 'neighbor table overflow'"
+
+
+def served_within(lab: NetLab, expected: set[str], what: str) -> float:
+    started = time.monotonic()
+    wait_for(lambda: lab.servers() == expected, DEADLINE, what)
+    return time.monotonic() - started
+
+
+def addresses(lab: NetLab, *hosts: int) -> set[str]:
+    return {lab.address(h) for h in hosts}
+
+
+def test_01_two_nodes(lab: NetLab) -> None:
+    lab.start_node(11, "s1")
+    lab.start_node(22, "s2")
+    served_within(lab, addresses(lab, 11, 22), "s1 and s2")
+
+
+def test_02_scale_to_five(lab: NetLab) -> None:
+    load = Load(lab, lab.client_ns, 6)
+    time.sleep(0.5)  # wrk connected before the change
+    for host in (33, 44, 55):
+        lab.start_node(host, f"s{host // 11}")
+    served_within(lab, addresses(lab, 11, 22, 33, 44, 55), "five nodes")
+    requests, failed = load.failed()
+    assert requests > 0
+    assert failed == 0
+
+
+def test_03_graceful_stop(lab: NetLab) -> None:
+    load = Load(lab, lab.client_ns, 6)
+    time.sleep(0.5)
+    lab.stop_node(lab.address(55), signal.SIGTERM)
+    served_within(lab, addresses(lab, 11, 22, 33, 44), "s5 to leave")
+    requests, failed = load.failed()
+    assert requests > 0
+    assert failed == 0
+
+
+def test_04_kill_9_with_retry_on(lab: NetLab) -> None:
+    load = Load(lab, lab.client_ns, 6)
+    time.sleep(0.5)
+    lab.stop_node(lab.address(44), signal.SIGKILL)
+    served_within(lab, addresses(lab, 11, 22, 33), "the killed node to leave")
+    requests, failed = load.failed()
+    assert requests > 0
+    assert failed == 0
+
+
+def test_05_new_node_at_a_reused_address(lab: NetLab) -> None:
+    address = lab.address(33)
+    lab.stop_node(address, signal.SIGKILL)
+    lab.start_node(33, "s3-replacement")
+    started = time.monotonic()
+
+    def replacement_up() -> bool:
+        return any(
+            '"msg": "member up"' in line and '"identity": "s3-replacement"' in line
+            for line in lab.log("poller").splitlines()
+        )
+
+    wait_for(replacement_up, DEADLINE + 2.0, "the new node to join as a new member")
+    served_within(lab, addresses(lab, 11, 22, 33), "the new node to be served")
+    assert time.monotonic() - started <= DEADLINE + 2.0
+    assert "member identity_changed" in lab.log("poller") or "member down" in lab.log("poller")
+
+
+def test_06_ssh_and_500_are_never_served(lab: NetLab) -> None:
+    ssh_ns = lab.host("ssh", lab.address(66))
+    lab.start(
+        "ssh",
+        ssh_ns,
+        [sys.executable, str(ODD), f"banner@{lab.address(66)}:3000"],
+        ready=lambda: "ready" in lab.log("ssh"),
+    )
+    lab.start_node(77, "broken", "--status", "500")
+    deadline = time.monotonic() + 2 * DEADLINE
+    while time.monotonic() < deadline:  # a bounded watch: they must never appear
+        assert lab.servers() == addresses(lab, 11, 22, 33)
+        time.sleep(0.2)
+    # They were there to be seen: the sweeps reached both, and neither passed.
+    assert lab.metric("poller_probes_total", 'result="not_http"') > 0
+    assert lab.metric("poller_probes_total", 'result="unexpected_status"') > 0
+
+
+def test_07_partition_and_repair(lab: NetLab) -> None:
+    ns = lab.namespace_of(lab.address(22))
+    assert ns is not None
+    lab.link(ns, up=False)
+    try:
+        served_within(lab, addresses(lab, 11, 33), "the partitioned node to leave")
+    finally:
+        lab.link(ns, up=True)
+    served_within(lab, addresses(lab, 11, 22, 33), "the node to come back")
