@@ -3,11 +3,16 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 
-.PHONY: demo test lint venv lock bench clean
+.PHONY: demo demo-netns test lint venv lock bench clean
 
 demo: venv                ## a local demo lab on 127.0.0.0/8 (Ctrl-C stops it all)
 	@scripts/ensure-haproxy
 	$(PY) compose/demo.py
+
+demo-netns: venv          ## the same demo in network namespaces (root)
+	@scripts/ensure-haproxy
+	@[ "$$(id -u)" -eq 0 ] || { echo "the namespace lab needs root: sudo make demo-netns"; exit 1; }
+	scripts/in-private-netns $(PY) compose/netlab.py
 
 test: venv                ## the whole suite, inside a private network namespace
 	scripts/in-private-netns $(PY) -m pytest $(PYTEST_ARGS)

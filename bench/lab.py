@@ -89,15 +89,16 @@ def churn(workdir: Path, events: int) -> list[list[str]]:
                 if kind == "join":
                     lab.start_node(host, f"n{host}")
                     wait_for(lambda a=address: a in lab.servers(), 15, f"{address} to join")
+                    kinds[kind].append(time.monotonic() - started)
                 else:
                     sig = signal.SIGTERM if kind == "graceful stop" else signal.SIGKILL
                     os.kill(lab.procs[f"node-{address}"].pid, sig)
                     wait_for(lambda a=address: a not in lab.servers(), 15, f"{address} to leave")
+                    kinds[kind].append(time.monotonic() - started)
                     lab.stop_node(address)
                     if kind == "graceful stop":
                         lab.start_node(host, f"n{host}")  # back, for the kill -9 round
                         wait_for(lambda a=address: a in lab.servers(), 15, f"{address} back")
-                kinds[kind].append(time.monotonic() - started)
                 time.sleep(max(0.0, 3.0 - (time.monotonic() - started)))
             load.wait(events * 3 + 30)
             failures[kind] = wrk_failures(out.read_text())

@@ -228,6 +228,10 @@ class Lab:
         )
 
     def start_node(self, address: str, host: str | None = None, *extra: str) -> None:
+        if _connects(address, 3000):
+            raise RuntimeError(
+                f"{address}:3000 is already taken by another process: stop it and retry"
+            )
         self._start(
             f"node-{address}",
             [

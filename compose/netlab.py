@@ -8,9 +8,10 @@ lab's directory, through POLLER_* environment variables); web nodes each get a n
 at their own address. No namespace has a default route. Everything started is stopped
 by PID, and every namespace (with its links) is deleted by `close()`, also after errors.
 
-Needs root (CAP_NET_ADMIN and mounts for `ip netns`). Usable as a script:
+Needs root (CAP_NET_ADMIN and mounts for `ip netns`). As a script it plays the demo's
+timeline in namespaces (`make demo-netns`):
 
-    sudo python compose/netlab.py --nodes 3 --seconds 60
+    sudo python compose/netlab.py --seconds 60
 """
 
 from __future__ import annotations
@@ -329,8 +330,10 @@ class NetLab:
 
 
 def main() -> None:
+    """The demo's timeline, in namespaces: nodes come and go, HAProxy follows."""
+    from compose.demo import TIMELINE
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=60.0)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="poller-netlab-") as tmp:
@@ -339,24 +342,35 @@ def main() -> None:
         try:
             lab.start_haproxy()
             lab.start_poller()
-            for i in range(args.nodes):
-                lab.start_node(11 * (i + 1), f"s{i + 1}")
+            print(
+                f"netlab: bridge heig {lab.network} in namespace {lab.bridge_ns}; "
+                f"HAProxy at {lab.address(42)}; Ctrl-C stops everything",
+                flush=True,
+            )
             started = time.monotonic()
+            pending = list(TIMELINE)
             last: set[str] = set()
             while time.monotonic() - started < args.seconds:
+                elapsed = time.monotonic() - started
+                while pending and pending[0][0] <= elapsed:
+                    _, action, host, name = pending.pop(0)
+                    print(f"[{elapsed:5.1f}s] {action} {lab.address(host)} ({name})", flush=True)
+                    if action.startswith("start"):
+                        extra = ("--status", "500") if action == "start-500" else ()
+                        lab.start_node(host, name, *extra)
+                    else:
+                        sig = signal.SIGKILL if action == "kill" else signal.SIGTERM
+                        lab.stop_node(lab.address(host), sig)
                 now = lab.servers()
                 if now != last:
-                    print(
-                        f"[{time.monotonic() - started:5.1f}s] HAProxy serves {sorted(now)}",
-                        flush=True,
-                    )
+                    print(f"[{elapsed:5.1f}s] HAProxy serves {sorted(now)}", flush=True)
                     last = now
                 time.sleep(0.2)
         except KeyboardInterrupt:
             pass
         finally:
             lab.close()
-        print(f"neighbour table overflow lines added: {overflow_lines() - before}")
+        print(f"netlab: stopped; neighbour table overflow lines added: {overflow_lines() - before}")
 
 
 if __name__ == "__main__":

@@ -15,16 +15,17 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from poller import __version__, logs
 from poller.config import Settings, load_settings
 from poller.errors import ConfigError, PollerError, SweepError
 from poller.files import write_atomic
-from poller.rendering import Server, context, load_template, render
 from poller.reports import scan_json, scan_table, summary_line
-from poller.runner import run_daemon
 from poller.sweeping import discover, resolve
+
+if TYPE_CHECKING:  # rendering (Jinja2) is imported only by the commands that render
+    from poller.rendering import Server
 
 log = logging.getLogger("poller")
 
@@ -121,6 +122,8 @@ def _scan(args: argparse.Namespace, settings: Settings) -> int:
     if found.failure is not None:
         raise SweepError(f"sweep failed, its results mean nothing: {found.failure}")
     if args.render:
+        from poller.rendering import Server
+
         servers = [Server(r.target.address, r.target.port) for r in found.healthy]
         _emit_config(settings, servers, args.output)
         print(summary_line(resolved, found), file=sys.stderr)
@@ -132,6 +135,8 @@ def _scan(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _emit_config(settings: Settings, servers: list[Server], output: Path | None) -> None:
+    from poller.rendering import context, load_template, render
+
     template = load_template(settings.haproxy.template)
     text = render(template, context(settings.haproxy, settings.probe, servers))
     if output is None:
@@ -141,6 +146,8 @@ def _emit_config(settings: Settings, servers: list[Server], output: Path | None)
 
 
 def _parse_member(text: str) -> Server:
+    from poller.rendering import Server
+
     match = re.fullmatch(r"\[?([0-9A-Fa-f:.]+?)\]?:(\d{1,5})", text.strip())
     try:
         if match is None:
@@ -163,6 +170,8 @@ def _render(args: argparse.Namespace, settings: Settings) -> int:
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     def reload_settings() -> Settings:
         return load_settings(args.config, overrides=_overrides(args))
+
+    from poller.runner import run_daemon  # the daemon's imports are not scan's to pay
 
     asyncio.run(run_daemon(settings, reload_settings))
     return EXIT_OK

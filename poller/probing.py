@@ -21,7 +21,7 @@ import socket
 import ssl
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sized
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -325,6 +325,8 @@ async def sweep(
             if keep_all or probed.connected or probed.outcome is Outcome.LOCAL_ERROR:
                 outcome.results.append(probed)
 
+    if isinstance(targets, Sized):
+        concurrency = max(1, min(concurrency, len(targets)))  # no idle workers to start
     try:
         async with asyncio.TaskGroup() as group:
             for _ in range(concurrency):

@@ -1,11 +1,12 @@
 """`poller run`: the daemon. Schedules the sweeps, keeps the pool, applies it to HAProxy.
 
-Two APScheduler jobs (max_instances=1, coalesce=True): `check` probes known members, each
-at its own pace (pool.interval_seconds, or pool.rise_interval_seconds while rising), and
-`discover` sweeps the whole subnet for new candidates every
-discovery.interval_seconds. Pool changes wake the applier, which debounces, guards against
-mass removals and makes HAProxy agree; failures are logged, counted and retried with
-backoff while the last good state stays live. Signals only set flags: SIGTERM/SIGINT stop,
+APScheduler jobs (max_instances=1, coalesce=True): `check` probes known members, each at
+its own pace (pool.interval_seconds, or pool.rise_interval_seconds while rising or just
+refused), `discover` sweeps the whole subnet for new candidates every
+discovery.interval_seconds, and `reconcile` wakes the applier now and then. Pool changes
+wake the applier too; it debounces, guards against mass removals and makes HAProxy agree.
+Failures are logged, counted and retried with backoff while the last good state stays
+live. Signals only set flags: SIGTERM/SIGINT stop,
 SIGHUP re-reads the settings and the template (a bad one is reported and the old kept).
 """
 
@@ -101,6 +102,7 @@ class Daemon:
                 extra=_fields(listen=f"{self.status.host}:{self.status.port}"),
             )
         await self._adopt()
+        self._gauge_members()
         self.scheduler = AsyncIOScheduler()
         self._schedule()
         self.scheduler.start()

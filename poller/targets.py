@@ -40,6 +40,9 @@ class TargetPlan:
     def count(self) -> int:
         return int(self.addresses.size) * len(self.ports)
 
+    def __len__(self) -> int:
+        return self.count  # bounded by max_targets, so it fits
+
     def __iter__(self) -> Iterator[Target]:
         ports = sorted(self.ports)
         for cidr in self.addresses.iter_cidrs():

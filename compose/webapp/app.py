@@ -173,6 +173,10 @@ def main() -> None:
         # elsewhere), keep serving open connections for a grace, then close them as they
         # fall idle. (Answering `Connection: close` instead cost client errors through
         # HAProxy under load.)
+        with contextlib.suppress(OSError):
+            # Refuse new connections now, not when the serving loop next looks up: a
+            # busy node would otherwise keep accepting for a while.
+            server.socket.shutdown(socket.SHUT_RDWR)
         threading.Thread(target=server.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
