@@ -45,6 +45,7 @@ lock:                     ## re-pin requirements*.lock from pyproject.toml
 bench: venv               ## the benchmarks (minutes); results in docs/BENCHMARKS.md
 	scripts/in-private-netns $(PY) bench/scan.py
 	scripts/in-private-netns $(PY) bench/churn.py
+	scripts/in-private-netns $(PY) bench/status.py
 	@if [ "$$(id -u)" -eq 0 ]; then scripts/in-private-netns $(PY) bench/lab.py; \
 	 else echo "bench/lab.py needs root (network namespaces): sudo make bench"; fi
 

@@ -32,11 +32,12 @@ from poller.config import Settings
 from poller.errors import ConfigError, HAProxyUnavailable, PollerError, StateError
 from poller.guards import Hold, guard
 from poller.haproxy.runtime import ServerState
+from poller.history import History
 from poller.metrics import Metrics
 from poller.pools import EventKind, LastProbe, Member, Observation, Pool, Rules, State, step
 from poller.probing import Outcome, ProbeResult, Sweep, make_client, sweep
 from poller.rendering import Server, Template, load_template, sort_servers
-from poller.status import Response, StatusServer
+from poller.status import Response, StatusServer, page_routes
 from poller.sweeping import Discovery, discover, resolve
 from poller.targets import Target
 
@@ -80,6 +81,7 @@ class Daemon:
         self._retry: asyncio.TimerHandle | None = None
         self._backoff = BACKOFF_FIRST_SECONDS
         self._applying = asyncio.Lock()
+        self.history = History()
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -310,6 +312,8 @@ class Daemon:
         for outcome, count in found.outcomes.items():
             self.metrics.probes.labels(result=str(outcome)).inc(count)
         if found.failure is not None:
+            if kind == "discovery":
+                self.history.sweep(found)
             self.metrics.sweeps.labels(kind=kind, result="failed").inc()
             self.metrics.sweep_failures.labels(kind=kind).inc()
             log.error(
@@ -317,6 +321,8 @@ class Daemon:
                 extra=_fields(kind=kind, error=found.failure),
             )
             return
+        if kind == "discovery":
+            self.history.sweep(found)
         self.metrics.sweeps.labels(kind=kind, result="ok").inc()
         self.last_success_wall = time.time()
         self.metrics.last_success.set(self.last_success_wall)
@@ -324,6 +330,11 @@ class Daemon:
     def _observe(self, observations: list[Observation]) -> None:
         before = {m.key for m in self.pool.serving()}
         self.pool, events = step(self.pool, observations, time.monotonic(), self._rules())
+        for seen in observations:
+            if seen.key in self.pool.members:
+                self.history.probe(seen.key, seen.latency_ms if seen.healthy else None)
+        self.history.keep_only(self.pool.members)
+        self.history.member_events(events, time.time())
         for event in events:
             level = (
                 logging.DEBUG
@@ -398,6 +409,7 @@ class Daemon:
                 "error": str(exc),
                 "at": time.time(),
             }
+            self.history.change(self.last_change)
             log.error(
                 "HAProxy not updated; will retry",
                 extra=_fields(error=str(exc), retry_in_seconds=self._backoff),
@@ -412,11 +424,15 @@ class Daemon:
     def _report_hold(self, hold: Hold | None) -> None:
         if hold is not None and self.hold is None:
             self.metrics.guard_holds.inc()
+            held = [s.endpoint for s in sort_servers(hold.held)]
+            self.history.note("guard_hold", time.time(), hold.reason, held)
             log.warning(
                 "guard holding removals",
                 extra=_fields(held=[s.endpoint for s in sorted(hold.held)], reason=hold.reason),
             )
         elif hold is None and self.hold is not None:
+            released = [s.endpoint for s in sort_servers(self.hold.held)]
+            self.history.note("guard_release", time.time(), "", released)
             log.info(
                 "guard released", extra=_fields(held=[s.endpoint for s in sorted(self.hold.held)])
             )
@@ -434,6 +450,7 @@ class Daemon:
             "duration_seconds": round(seconds, 3),
             "at": time.time(),
         }
+        self.history.change(self.last_change)
         log.info(
             "HAProxy updated",
             extra=_fields(
@@ -453,7 +470,17 @@ class Daemon:
     # -- status ------------------------------------------------------------------------
 
     def _routes(self) -> dict[str, Callable[[], Response]]:
-        return {"/healthz": self._healthz, "/metrics": self._metrics, "/pool": self._pool_json}
+        routes = {
+            "/healthz": self._healthz,
+            "/metrics": self._metrics,
+            "/pool": self._pool_json,
+            "/events": self._events_json,
+        }
+        routes.update(page_routes())
+        return routes
+
+    def _events_json(self) -> Response:
+        return Response(200, "application/json", _json({"events": list(self.history.events)}))
 
     def _healthz(self) -> Response:
         limit = 3 * self.settings.discovery.interval_seconds
@@ -474,6 +501,7 @@ class Daemon:
     def _pool_json(self) -> Response:
         now_mono, now_wall = time.monotonic(), time.time()
         held = {(s.address, s.port) for s in self.hold.held} if self.hold else set()
+        live = {(s.address, s.port) for s in self.live}
         members = [
             {
                 "address": m.address,
@@ -481,6 +509,9 @@ class Daemon:
                 "state": str(m.state),
                 "serving": m.serving,
                 "held": m.key in held,
+                # Left the pool, still in HAProxy: being drained (or held by the guard).
+                "draining": not m.serving and m.key in live,
+                "latency_history": list(self.history.latencies.get(m.key, ())),
                 "identity": m.identity,
                 "since": round(now_wall - (now_mono - m.since), 3),
                 "last_result": m.last.outcome,
@@ -489,8 +520,18 @@ class Daemon:
             }
             for m in self.pool.all()
         ]
+        job = self.scheduler.get_job("discover") if self.scheduler is not None else None
+        next_run = job.next_run_time.timestamp() if job and job.next_run_time else None
         body = {
             "members": members,
+            "discovery": {
+                "subnets": list(self.discovery.subnets),
+                "ports": list(self.discovery.plan.ports),
+                "targets": self.discovery.plan.count,
+                "interval_seconds": self.settings.discovery.interval_seconds,
+                "last_sweep": self.history.last_sweep,
+                "next_sweep_at": next_run,
+            },
             "guard": {
                 "holding": self.hold is not None,
                 "reason": self.hold.reason if self.hold else None,
@@ -498,10 +539,17 @@ class Daemon:
             "haproxy": {
                 "live": [s.endpoint for s in sort_servers(self.live)],
                 "last_change": self.last_change,
+                "changes": list(self.history.changes),
+                "stats_port": _port(self.settings.haproxy.stats_bind),
             },
             "last_successful_sweep": self.last_success_wall,
         }
         return Response(200, "application/json", _json(body))
+
+
+def _port(bind: str) -> int | None:
+    tail = bind.rsplit(":", 1)[-1]
+    return int(tail) if tail.isdigit() else None
 
 
 def _json(value: Any) -> bytes:

@@ -11,6 +11,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from importlib import resources
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,29 @@ _REASONS = {
     400: "Bad Request",
     503: "Service Unavailable",
 }
+
+
+# The page for people: static assets, served by the poller itself (no CDN, no build).
+# The script builds the DOM with textContent only, and the CSP forbids inline scripts,
+# so nothing a node sent (an identity, above all) can run in the operator's browser.
+_PAGE_HEADERS = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'"
+_ASSETS = {
+    "/": ("status.html", "text/html; charset=utf-8"),
+    "/status.js": ("status.js", "text/javascript; charset=utf-8"),
+    "/status.css": ("status.css", "text/css; charset=utf-8"),
+}
+
+
+def page_routes() -> dict[str, Route]:
+    routes: dict[str, Route] = {}
+    for path, (name, content_type) in _ASSETS.items():
+        body = resources.files("poller.templates").joinpath(name).read_bytes()
+        routes[path] = _constant(Response(200, content_type, body))
+    return routes
+
+
+def _constant(response: Response) -> Route:
+    return lambda: response
 
 
 def split_listen(listen: str) -> tuple[str, int]:
@@ -68,6 +92,7 @@ class StatusServer:
                 f"Content-Type: {response.content_type}\r\n"
                 f"Content-Length: {len(response.body)}\r\n"
                 "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n"
+                f"Content-Security-Policy: {_PAGE_HEADERS}\r\nX-Frame-Options: DENY\r\n"
                 "Connection: close\r\n\r\n".encode()
             )
             if method != "HEAD":

@@ -38,3 +38,17 @@ def test_churn_benchmark_smoke() -> None:
     cells = [cell.strip() for cell in rows[0].strip("|").split("|")]
     assert cells[1] == "2+2"  # joins + leaves
     assert cells[4] == "0"  # no reload on the runtime path
+
+
+def test_status_benchmark_smoke() -> None:
+    run = subprocess.run(
+        [sys.executable, "bench/status.py", "--smoke"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert run.returncode == 0, run.stderr
+    pool = [line for line in run.stdout.splitlines() if line.startswith("| /pool")]
+    assert len(pool) == 1
+    assert int(pool[0].split("|")[2].strip().replace(",", "")) > 100_000  # 500 members
