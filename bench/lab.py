@@ -18,7 +18,6 @@ import os
 import re
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,27 +44,6 @@ def process_usage(pid: int) -> tuple[float, float]:
     return cpu, (int(hwm.group(1)) / 1024 if hwm else float("nan"))
 
 
-def wrk(lab: NetLab, ns: str, seconds: int, out: Path) -> subprocess.Popen[bytes]:
-    handle = out.open("wb")
-    return subprocess.Popen(
-        [
-            "ip",
-            "netns",
-            "exec",
-            ns,
-            "wrk",
-            "-t1",
-            "-c8",
-            f"-d{seconds}s",
-            "--timeout",
-            "3s",
-            f"http://{lab.address(42)}/",
-        ],
-        stdout=handle,
-        stderr=subprocess.STDOUT,
-    )
-
-
 def churn(workdir: Path, events: int) -> list[list[str]]:
     lab = NetLab(workdir / "churn", prefix=f"plb{os.getpid() % 10000}")
     rows = []
@@ -81,7 +59,7 @@ def churn(workdir: Path, events: int) -> list[list[str]]:
         failures: dict[str, tuple[int, int]] = {}
         for kind in kinds:
             out = workdir / f"wrk-{kind.replace(' ', '_')}.txt"
-            load = wrk(lab, client, int(events * 3 + 4), out)
+            load = lab.wrk(client, int(events * 3 + 4), out)
             time.sleep(1.0)
             for host in hosts:
                 address = lab.address(host)

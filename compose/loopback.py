@@ -228,7 +228,7 @@ class Lab:
         )
 
     def start_node(self, address: str, host: str | None = None, *extra: str) -> None:
-        if _connects(address, 3000):
+        if connects(address, 3000):
             raise RuntimeError(
                 f"{address}:3000 is already taken by another process: stop it and retry"
             )
@@ -245,7 +245,7 @@ class Lab:
                 host or f"node-{address}",
                 *extra,
             ],
-            ready=lambda: _connects(address, 3000),
+            ready=lambda: connects(address, 3000),
         )
 
     def stop_node(self, address: str, sig: int = signal.SIGTERM) -> None:
@@ -327,7 +327,7 @@ def _try(function: Callable[..., T], *args: Any) -> T | None:
         return None
 
 
-def _connects(address: str, port: int) -> bool:
+def connects(address: str, port: int) -> bool:
     try:
         with socket.create_connection((address, port), timeout=0.5):
             return True

@@ -151,6 +151,27 @@ class NetLab:
                 )
         return ns
 
+    def wrk(self, ns: str, seconds: int, out: Path) -> subprocess.Popen[bytes]:
+        """Load through HAProxy's frontend from namespace `ns`; the report goes to `out`."""
+        with out.open("wb") as handle:
+            return subprocess.Popen(
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    ns,
+                    "wrk",
+                    "-t1",
+                    "-c8",
+                    f"-d{seconds}s",
+                    "--timeout",
+                    "3s",
+                    f"http://{self.address(42)}/",
+                ],
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+            )
+
     def link(self, ns: str, up: bool) -> None:
         """Cut or restore a host's link (a partition)."""
         sh("ip", "netns", "exec", ns, "ip", "link", "set", "eth0", "up" if up else "down")

@@ -4,21 +4,13 @@ leaves nothing behind."""
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
 
 import pytest
 
+from compose.loopback import connects
 from tests.support.processes import ROOT
-
-
-def listening(address: str, port: int) -> bool:
-    try:
-        with socket.create_connection((address, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def test_demo_shows_the_pool_and_cleans_up() -> None:
@@ -39,4 +31,4 @@ def test_demo_shows_the_pool_and_cleans_up() -> None:
     assert "a request got 200 from s" in out
     assert out.rstrip().endswith("demo: all demo processes stopped")
     for octet in (11, 22, 33, 44):
-        assert not listening(f"127.42.0.{octet}", 3000)
+        assert not connects(f"127.42.0.{octet}", 3000)

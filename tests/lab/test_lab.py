@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -37,25 +36,7 @@ class Load:
 
     def __init__(self, lab: NetLab, ns: str, seconds: int) -> None:
         self.out = lab.workdir / f"wrk-{time.monotonic_ns()}.txt"
-        handle = self.out.open("wb")
-        self.proc = subprocess.Popen(
-            [
-                "ip",
-                "netns",
-                "exec",
-                ns,
-                "wrk",
-                "-t1",
-                "-c8",
-                f"-d{seconds}s",
-                "--timeout",
-                "3s",
-                f"http://{lab.address(42)}/",
-            ],
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-        )
-        handle.close()
+        self.proc = lab.wrk(ns, seconds, self.out)
 
     def failed(self) -> tuple[int, int]:
         self.proc.wait(60)

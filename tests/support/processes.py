@@ -16,6 +16,23 @@ ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
 
 
+def bench_rows(script: str, prefix: str, timeout: float) -> list[list[str]]:
+    """Run `bench/<script> --smoke`; the cells of its table rows starting with `prefix`."""
+    run = subprocess.run(
+        [sys.executable, f"bench/{script}", "--smoke"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
+    assert run.returncode == 0, run.stderr
+    return [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in run.stdout.splitlines()
+        if line.startswith(f"| {prefix}")
+    ]
+
+
 def run_poller(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """The `poller` command as users run it, from the repository root."""
     return subprocess.run(
