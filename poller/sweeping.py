@@ -20,12 +20,16 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Discovery:
-    """The resolved plan: what `auto` became, what will be probed, and how fast."""
+    """The resolved plan: what `auto` became, what will be probed, and how fast.
+
+    The pacer lives as long as the plan: the neighbour table does not forget the addresses
+    of one sweep when the next begins, so neither may the pacing."""
 
     subnets: tuple[str, ...]
     exclude: tuple[str, ...]
     plan: TargetPlan
     limits: NeighbourLimits
+    pacer: NeighbourPacer
 
 
 def resolve(discovery: DiscoverySettings) -> Discovery:
@@ -37,13 +41,13 @@ def resolve(discovery: DiscoverySettings) -> Discovery:
         log.info("subnets detected", extra={"fields": {"subnets": subnets, "own": own}})
     plan = plan_targets(subnets, exclude, discovery.ports, discovery.max_targets)
     limits = neighbour_limits(table_limit=discovery.neighbour_table_limit)
-    return Discovery(tuple(subnets), tuple(exclude), plan, limits)
+    pacer = NeighbourPacer(limits.budget, limits.hold_seconds)
+    return Discovery(tuple(subnets), tuple(exclude), plan, limits, pacer)
 
 
 async def discover(
     resolved: Discovery, probe: ProbeSettings, concurrency: int, keep_all: bool = False
 ) -> Sweep:
-    pacer = NeighbourPacer(resolved.limits.budget, resolved.limits.hold_seconds)
     log.debug(
         "sweep starting",
         extra={
@@ -55,4 +59,4 @@ async def discover(
             }
         },
     )
-    return await sweep(resolved.plan, probe, concurrency, pacer=pacer, keep_all=keep_all)
+    return await sweep(resolved.plan, probe, concurrency, pacer=resolved.pacer, keep_all=keep_all)

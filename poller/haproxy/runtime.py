@@ -83,11 +83,6 @@ class Runtime:
         if answer != "New server registered.":
             raise HAProxyError(f"HAProxy refused {line!r}: {answer}")
 
-    async def add_server(self, backend: str, name: str, endpoint: str, options: str) -> None:
-        await self._expect(
-            f"add server {backend}/{name} {endpoint} {options}", "New server registered"
-        )
-
     async def enable_health(self, backend: str, name: str) -> None:
         await self._expect(f"enable health {backend}/{name}", "")
 

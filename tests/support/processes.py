@@ -8,12 +8,10 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TypeVar
 
 from compose.loopback import stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
-T = TypeVar("T")
 
 
 def bench_rows(script: str, prefix: str, timeout: float) -> list[list[str]]:

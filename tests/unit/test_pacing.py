@@ -65,3 +65,23 @@ def test_hidden_table_size_falls_back_to_kernel_default_or_operator_value(tmp_pa
     assert neighbour_limits(tmp_path).table_limit == KERNEL_DEFAULT_GC_THRESH3
     assert "not visible" in neighbour_limits(tmp_path).table_limit_source
     assert neighbour_limits(tmp_path, table_limit=8192).budget == 2048
+
+
+def test_consecutive_sweeps_share_one_pacer() -> None:
+    """The neighbour table remembers the last sweep's addresses when the next one starts,
+    so the pacing must too (a fresh pacer per sweep would let back-to-back sweeps stack up
+    unresolved entries). 10.255.255.0/30 has no route in the test namespace: each connect
+    fails at once with ENETUNREACH, and no packet leaves."""
+    import asyncio
+
+    from poller.config import load_settings
+    from poller.sweeping import discover, resolve
+
+    settings = load_settings(
+        None, environ={}, overrides={"discovery": {"subnets": ["10.255.255.0/30"]}}
+    )
+    resolved = resolve(settings.discovery)
+    for _ in range(2):
+        found = asyncio.run(discover(resolved, settings.probe, 4))
+        assert found.targets == 2
+    assert len(resolved.pacer._starts) == 4  # both sweeps' addresses are still counted
