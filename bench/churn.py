@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common import ensure_private_namespace, machine_description, markdown_table, write_section
 
-from compose.loopback import Lab, wait_for, wrk_failures
+from compose.loopback import Lab, current_connections, wait_for, wrk_failures
 
 BASE = ("127.0.5.2", "127.0.5.3")
 SETTINGS = {
@@ -91,7 +91,7 @@ def run_path(
         reloads_before = lab.reloads()[0]
         duration = int(events * 3 * slot + 15)
         wrk = start_wrk(f"http://127.0.0.1:{lab.frontend_port}/", duration, workdir / f"{name}.wrk")
-        time.sleep(1.0)  # wrk connected and steady before the first event
+        wait_for(lambda: current_connections(lab.admin_socket) > 0, 10, "wrk to connect")
         addresses = [f"127.0.5.{10 + i}" for i in range(events)]
         for address in addresses:  # joins
             started = time.monotonic()

@@ -31,7 +31,7 @@ import contextlib
 from churn import percentile
 from common import ensure_private_namespace, machine_description, markdown_table, write_section
 
-from compose.loopback import wait_for, wrk_failures
+from compose.loopback import current_connections, wait_for, wrk_failures
 from compose.netlab import NetLab, overflow_lines
 
 
@@ -60,7 +60,7 @@ def churn(workdir: Path, events: int) -> list[list[str]]:
         for kind in kinds:
             out = workdir / f"wrk-{kind.replace(' ', '_')}.txt"
             load = lab.wrk(client, int(events * 3 + 4), out)
-            time.sleep(1.0)
+            wait_for(lambda: current_connections(lab.run_dir / "admin.sock") > 0, 10, "wrk")
             for host in hosts:
                 address = lab.address(host)
                 started = time.monotonic()

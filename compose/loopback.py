@@ -73,6 +73,13 @@ def wrk_failures(report: str) -> tuple[int, int]:
     return requests, failed
 
 
+def current_connections(admin_socket: Path) -> int:
+    """HAProxy's open client connections (`show info` CurrConns): how to know that a load
+    generator is connected, without sleeping on it."""
+    match = re.search(r"^CurrConns: (\d+)$", unix_command(admin_socket, "show info"), re.M)
+    return int(match.group(1)) if match else 0
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))

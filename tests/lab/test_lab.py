@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from compose.loopback import wait_for, wrk_failures
+from compose.loopback import current_connections, wait_for, wrk_failures
 from compose.netlab import NetLab, overflow_lines
 from poller.config import load_settings
 from tests.conftest import requires_root
@@ -37,6 +37,8 @@ class Load:
     def __init__(self, lab: NetLab, ns: str, seconds: int) -> None:
         self.out = lab.workdir / f"wrk-{time.monotonic_ns()}.txt"
         self.proc = lab.wrk(ns, seconds, self.out)
+        # The change under test must happen under load: wait until wrk is connected.
+        wait_for(lambda: current_connections(lab.run_dir / "admin.sock") > 0, 10, "wrk to connect")
 
     def failed(self) -> tuple[int, int]:
         self.proc.wait(60)
@@ -81,7 +83,6 @@ def test_01_two_nodes(lab: NetLab) -> None:
 
 def test_02_scale_to_five(lab: NetLab) -> None:
     load = Load(lab, lab.client_ns, 6)
-    time.sleep(0.5)  # wrk connected before the change
     for host in (33, 44, 55):
         lab.start_node(host, f"s{host // 11}")
     served_within(lab, addresses(lab, 11, 22, 33, 44, 55), "five nodes")
@@ -92,7 +93,6 @@ def test_02_scale_to_five(lab: NetLab) -> None:
 
 def test_03_graceful_stop(lab: NetLab) -> None:
     load = Load(lab, lab.client_ns, 6)
-    time.sleep(0.5)
     lab.stop_node(lab.address(55), signal.SIGTERM)
     served_within(lab, addresses(lab, 11, 22, 33, 44), "s5 to leave")
     requests, failed = load.failed()
@@ -102,7 +102,6 @@ def test_03_graceful_stop(lab: NetLab) -> None:
 
 def test_04_kill_9_with_retry_on(lab: NetLab) -> None:
     load = Load(lab, lab.client_ns, 6)
-    time.sleep(0.5)
     lab.stop_node(lab.address(44), signal.SIGKILL)
     served_within(lab, addresses(lab, 11, 22, 33), "the killed node to leave")
     requests, failed = load.failed()
