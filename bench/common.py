@@ -33,6 +33,11 @@ def ensure_private_namespace() -> None:
     os.execve(str(script), [str(script), sys.executable, *sys.argv], env)
 
 
+def exit_cleanly_on_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl-C, so every `finally` stops what the benchmark started."""
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(143))
+
+
 @dataclass(frozen=True)
 class ChildRun:
     wall_seconds: float

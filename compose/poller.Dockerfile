@@ -12,8 +12,14 @@ RUN python -m venv /opt/poller \
 FROM python:3.11-slim-bookworm
 # haproxy: only its binary, for `haproxy -c` before anything is installed. Bookworm ships
 # 2.6, the same major version as the haproxy:2.6 service it validates for.
+# setcap: the ARP pre-sweep needs CAP_NET_RAW, and a non-root user only gets it from a
+# file capability (Docker grants no ambient capabilities); compose keeps NET_RAW alone in
+# the bounding set (cap_drop: ALL, cap_add: NET_RAW), and without it poller falls back to
+# the connect sweep.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends haproxy \
+ && apt-get install -y --no-install-recommends haproxy libcap2-bin \
+ && setcap cap_net_raw+ep "$(readlink -f /usr/local/bin/python3)" \
+ && apt-get purge -y libcap2-bin && apt-get autoremove -y \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --non-unique --gid 99 lbshare \
  && useradd --uid 10001 --gid lbshare --no-create-home --shell /usr/sbin/nologin poller \

@@ -67,6 +67,11 @@ def _build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--port", action="append", type=int, metavar="N", help="repeatable")
     scan.add_argument("--timeout", type=float, metavar="SECONDS")
     scan.add_argument("--concurrency", type=int, metavar="N")
+    scan.add_argument(
+        "--method",
+        choices=["auto", "arp", "connect"],
+        help="how empty addresses are found (discovery.method)",
+    )
     scan.add_argument("--json", action="store_true", help="print JSON to stdout")
     scan.add_argument(
         "--all", action="store_true", help="list every target, not only those that answered"
@@ -106,6 +111,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         ("discovery", "subnets"): getattr(args, "subnet", None),
         ("discovery", "ports"): getattr(args, "port", None),
         ("discovery", "concurrency"): getattr(args, "concurrency", None),
+        ("discovery", "method"): getattr(args, "method", None),
         ("probe", "timeout_seconds"): getattr(args, "timeout", None),
     }
     for (section, key), value in flags.items():

@@ -67,6 +67,33 @@ class DiscoverySettings(_Section):
         description="Time between two discovery sweeps of the whole subnet (poller run); "
         "known members are checked every pool.interval_seconds regardless.",
     )
+    method: Literal["auto", "arp", "connect"] = Field(
+        default="auto",
+        description="How empty addresses are told apart from live ones. `arp`: ask the "
+        "segment with ARP first (raw socket: needs CAP_NET_RAW and an Ethernet interface "
+        "on the subnet) and probe only the addresses that answer; `connect`: TCP-connect "
+        "to every address, paced for the neighbour table; `auto`: `arp` where it can run, "
+        "`connect` elsewhere.",
+    )
+    arp_rate_per_second: int = Field(
+        default=30000,
+        ge=100,
+        le=1_000_000,
+        description="ARP requests sent per second at most (broadcasts: every host on the "
+        "segment receives them).",
+    )
+    arp_attempts: int = Field(
+        default=2,
+        ge=1,
+        le=5,
+        description="Times a silent address is asked before it counts as empty.",
+    )
+    arp_reply_wait_seconds: float = Field(
+        default=0.05,
+        ge=0.01,
+        le=5,
+        description="Wait for late replies after each round of ARP requests.",
+    )
     neighbour_table_limit: int | None = Field(
         default=None,
         ge=64,

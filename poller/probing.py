@@ -334,12 +334,12 @@ async def sweep(
     finally:
         if own_client:
             await shared.aclose()
-    outcome.results.sort(key=lambda r: _sort_key(r.target))
+    outcome.results.sort(key=lambda r: sort_key(r.target))
     outcome.duration_seconds = time.perf_counter() - started
     return outcome
 
 
-def _sort_key(target: Target) -> tuple[int, int, int]:
+def sort_key(target: Target) -> tuple[int, int, int]:
     family = 6 if ":" in target.address else 4
     packed = socket.inet_pton(socket.AF_INET6 if family == 6 else socket.AF_INET, target.address)
     return family, int.from_bytes(packed), target.port

@@ -39,6 +39,7 @@ def scan_json(discovery: Discovery, found: Sweep) -> dict[str, Any]:
     return {
         "subnets": list(discovery.subnets),
         "ports": list(discovery.plan.ports),
+        "method": discovery.method,
         "targets": found.targets,
         "healthy": len(found.healthy),
         "duration_seconds": round(found.duration_seconds, 3),
@@ -52,7 +53,8 @@ def summary_line(discovery: Discovery, found: Sweep) -> str:
     outcomes = ", ".join(f"{name} {count}" for name, count in sorted(found.outcomes.items()))
     return (
         f"{found.targets} targets ({', '.join(discovery.subnets)} x port "
-        f"{','.join(map(str, discovery.plan.ports))}) in {found.duration_seconds:.2f} s: "
+        f"{','.join(map(str, discovery.plan.ports))}, {discovery.method}) in "
+        f"{found.duration_seconds:.2f} s: "
         f"{answered} answered, {len(found.healthy)} healthy ({outcomes})"
     )
 

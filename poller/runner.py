@@ -115,6 +115,7 @@ class Daemon:
                 subnets=list(self.discovery.subnets),
                 ports=list(self.discovery.plan.ports),
                 targets=self.discovery.plan.count,
+                method=self.discovery.method,
                 members=len(self.pool.members),
             ),
         )
@@ -528,6 +529,7 @@ class Daemon:
                 "subnets": list(self.discovery.subnets),
                 "ports": list(self.discovery.plan.ports),
                 "targets": self.discovery.plan.count,
+                "method": self.discovery.method,
                 "interval_seconds": self.settings.discovery.interval_seconds,
                 "last_sweep": self.history.last_sweep,
                 "next_sweep_at": next_run,

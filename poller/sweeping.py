@@ -1,19 +1,28 @@
-"""One discovery sweep from settings: resolve the targets, pace, probe.
+"""One discovery sweep from settings: resolve the targets, pre-sweep with ARP, pace, probe.
 
 The glue between the pure target planning, the host's interfaces and neighbour limits,
-and the probing I/O. `poller scan` runs it once; the daemon runs it on a schedule.
+the ARP pre-sweep and the probing I/O. `poller scan` runs it once; the daemon runs it on
+a schedule. Where the ARP pre-sweep runs, only the addresses that answered it are probed;
+every other part of the plan (not on a local Ethernet segment, IPv6, no CAP_NET_RAW) gets
+the paced connect sweep. Neither path drops a target silently: addresses that stayed
+silent to ARP are counted as unreachable, as a connect would have found them.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 
+import netaddr
+
+from poller import arp
 from poller.config import DiscoverySettings, ProbeSettings
+from poller.errors import TargetsError
 from poller.interfaces import auto_subnets
 from poller.pacing import NeighbourLimits, NeighbourPacer, neighbour_limits
-from poller.probing import Sweep, sweep
-from poller.targets import TargetPlan, plan_targets
+from poller.probing import Outcome, ProbeResult, Sweep, sort_key, sweep
+from poller.targets import Target, TargetPlan, plan_targets, v4_text
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +39,29 @@ class Discovery:
     plan: TargetPlan
     limits: NeighbourLimits
     pacer: NeighbourPacer
+    settings: DiscoverySettings
+    segments: tuple[Segment, ...] = ()  # the parts of the plan asked with ARP first
+    rest: TargetPlan | None = None  # the parts swept with connects (None: the whole plan)
+    method_note: str = ""  # why ARP is not used where it could have been
+
+    @property
+    def method(self) -> str:
+        if not self.segments:
+            return "connect"
+        return "arp" if self.rest is None or self.rest.count == 0 else "arp+connect"
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Addresses of the plan that sit on one local Ethernet link."""
+
+    link: arp.Link
+    addresses: netaddr.IPSet
 
 
 def resolve(discovery: DiscoverySettings) -> Discovery:
-    """Turn the discovery settings into a bounded plan (reads interfaces for `auto`)."""
+    """Turn the discovery settings into a bounded plan (reads interfaces for `auto`, and
+    for the ARP pre-sweep, which links hold the subnets and whether raw sockets work)."""
     subnets, exclude = list(discovery.subnets), list(discovery.exclude)
     if subnets == ["auto"]:
         subnets, own = auto_subnets()
@@ -42,7 +70,48 @@ def resolve(discovery: DiscoverySettings) -> Discovery:
     plan = plan_targets(subnets, exclude, discovery.ports, discovery.max_targets)
     limits = neighbour_limits(table_limit=discovery.neighbour_table_limit)
     pacer = NeighbourPacer(limits.budget, limits.hold_seconds)
-    return Discovery(tuple(subnets), tuple(exclude), plan, limits, pacer)
+    base = Discovery(tuple(subnets), tuple(exclude), plan, limits, pacer, discovery)
+    if discovery.method == "connect":
+        return base
+    segments, note = _segments(subnets, plan, discovery.method == "arp")
+    if not segments:
+        log.info("discovery by connect sweep", extra={"fields": {"why": note}})
+        return replace(base, method_note=note)
+    rest = netaddr.IPSet(plan.addresses)
+    for segment in segments:
+        rest -= segment.addresses
+    return replace(
+        base, segments=tuple(segments), rest=TargetPlan(rest, plan.ports), method_note=note
+    )
+
+
+def _segments(subnets: list[str], plan: TargetPlan, required: bool) -> tuple[list[Segment], str]:
+    """The plan's addresses per local Ethernet link, when a raw socket can be opened."""
+    by_link: dict[str, Segment] = {}
+    notes = []
+    for subnet in subnets:
+        link = arp.usable_link(subnet)
+        if link is None:
+            if required:
+                raise TargetsError(
+                    "discovery.method",
+                    f"`arp` needs an Ethernet interface whose network holds {subnet}; "
+                    "none of this host's has one (use `auto` or `connect`)",
+                )
+            notes.append(f"{subnet} is not on a local Ethernet link")
+            continue
+        addresses = plan.addresses & netaddr.IPSet([subnet])
+        if link.interface in by_link:
+            addresses |= by_link[link.interface].addresses
+        by_link[link.interface] = Segment(link, addresses)
+    for segment in by_link.values():
+        try:
+            arp.open_socket(segment.link).close()
+        except arp.ArpUnavailable as exc:
+            if required:
+                raise TargetsError("discovery.method", f"`arp` cannot run: {exc}") from exc
+            return [], f"ARP pre-sweep unavailable: {exc}"
+    return list(by_link.values()), "; ".join(notes)
 
 
 async def discover(
@@ -53,10 +122,81 @@ async def discover(
         extra={
             "fields": {
                 "targets": resolved.plan.count,
+                "method": resolved.method,
                 "neighbour_budget": resolved.limits.budget,
                 "neighbour_hold_seconds": round(resolved.limits.hold_seconds, 3),
                 "table_limit_source": resolved.limits.table_limit_source,
             }
         },
     )
-    return await sweep(resolved.plan, probe, concurrency, pacer=resolved.pacer, keep_all=keep_all)
+    if not resolved.segments:
+        return await sweep(
+            resolved.plan, probe, concurrency, pacer=resolved.pacer, keep_all=keep_all
+        )
+    started_wall, started = time.time(), time.perf_counter()
+    ports = resolved.plan.ports
+    live: list[Target] = []
+    silent: list[int] = []
+    settings = resolved.settings
+    for segment in resolved.segments:
+        addresses = [
+            value
+            for cidr in segment.addresses.iter_cidrs()
+            for value in range(cidr.first, cidr.last + 1)
+        ]
+        try:
+            asked = await arp.ask(
+                segment.link,
+                addresses,
+                settings.arp_rate_per_second,
+                settings.arp_attempts,
+                settings.arp_reply_wait_seconds,
+            )
+        except (arp.ArpUnavailable, OSError) as exc:
+            return _failed(resolved, segment, exc, started_wall, started)
+        log.debug(
+            "arp pre-sweep",
+            extra={
+                "fields": {
+                    "interface": segment.link.interface,
+                    "asked": asked.asked,
+                    "answered": len(asked.answered),
+                    "requests": asked.requests_sent,
+                    "seconds": round(asked.duration_seconds, 3),
+                }
+            },
+        )
+        live += [Target(v4_text(value), port) for value in sorted(asked.answered) for port in ports]
+        silent += [value for value in addresses if value not in asked.answered]
+    targets: list[Target] = live
+    if resolved.rest is not None:
+        targets = live + list(resolved.rest)
+    found = await sweep(targets, probe, concurrency, pacer=resolved.pacer, keep_all=keep_all)
+    found.targets += len(silent) * len(ports)
+    found.outcomes[Outcome.UNREACHABLE] += len(silent) * len(ports)
+    if keep_all:
+        found.results += [
+            ProbeResult(
+                Target(v4_text(value), port), Outcome.UNREACHABLE, False, 0.0, detail="no ARP reply"
+            )
+            for value in silent
+            for port in ports
+        ]
+        found.results.sort(key=lambda r: sort_key(r.target))
+    found.started_at = started_wall
+    found.duration_seconds = time.perf_counter() - started
+    return found
+
+
+def _failed(
+    resolved: Discovery, segment: Segment, exc: BaseException, wall: float, started: float
+) -> Sweep:
+    """The pre-sweep broke on our side (link down, socket gone): the sweep means nothing."""
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    first = next(iter(resolved.plan))
+    detail = f"ARP on {segment.link.interface}: {reason}"
+    found = Sweep(targets=resolved.plan.count, started_at=wall)
+    found.outcomes[Outcome.LOCAL_ERROR] = resolved.plan.count
+    found.results.append(ProbeResult(first, Outcome.LOCAL_ERROR, False, 0.0, detail=detail))
+    found.duration_seconds = time.perf_counter() - started
+    return found

@@ -48,12 +48,12 @@ class TargetPlan:
         for cidr in self.addresses.iter_cidrs():
             version = cidr.version
             for value in range(cidr.first, cidr.last + 1):
-                text = str(ipaddress.ip_address(value)) if version == 6 else _v4(value)
+                text = str(ipaddress.ip_address(value)) if version == 6 else v4_text(value)
                 for port in ports:
                     yield Target(text, port)
 
 
-def _v4(value: int) -> str:
+def v4_text(value: int) -> str:
     return f"{value >> 24}.{(value >> 16) & 255}.{(value >> 8) & 255}.{value & 255}"
 
 

@@ -73,7 +73,7 @@ function renderSummary(pool) {
 
   const d = pool.discovery;
   const last = d.last_sweep;
-  const lines = [`${d.subnets.join(", ")} × port ${d.ports.join(", ")} (${d.targets.toLocaleString()} targets)`];
+  const lines = [`${d.subnets.join(", ")} × port ${d.ports.join(", ")} (${d.targets.toLocaleString()} targets, ${d.method})`];
   if (last) {
     lines.push(`last sweep ${ago(last.at)}, ${last.duration_seconds.toFixed(2)} s, ` +
       `${last.answered} answered, ${last.healthy} healthy` + (last.failure ? ` — FAILED: ${last.failure}` : ""));

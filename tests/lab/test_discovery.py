@@ -1,0 +1,125 @@
+"""Discovery methods on a real bridge: the ARP pre-sweep, its fallback, and the paced
+connect sweep, each finding every live node with no neighbour-table overflow."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from compose.loopback import ROOT
+from compose.netlab import NetLab, overflow_lines
+from tests.conftest import requires_root
+
+ODDNODES = ROOT / "tests" / "support" / "oddnodes.py"
+LIVE_HOSTS = (7, 300, 700, 1000)
+
+
+@dataclass(frozen=True)
+class Bridge:
+    lab: NetLab
+    probe_ns: str  # where the scans run, at .42
+
+    @property
+    def live(self) -> set[str]:
+        return {self.lab.address(h) for h in LIVE_HOSTS}
+
+    def scan(self, *argv: str, user: str | None = None) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "poller", "scan", *argv]
+        if user is not None:
+            # Drop root and every capability: the poller image without CAP_NET_RAW.
+            setpriv = shutil.which("setpriv")
+            assert setpriv is not None, "setpriv (util-linux) is missing"
+            privileges = [f"--reuid={user}", f"--regid={user}", "--clear-groups"]
+            command = [setpriv, *privileges, "--inh-caps=-all", "--bounding-set=-all", *command]
+        return subprocess.run(
+            ["ip", "netns", "exec", self.probe_ns, *command],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=ROOT,
+        )
+
+
+@pytest.fixture(scope="module")
+def bridge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bridge]:
+    requires_root()
+    lab = NetLab(tmp_path_factory.mktemp("discovery"), network="10.79.0.0/22", prefix="pldi")
+    try:
+        for index, host in enumerate(LIVE_HOSTS):
+            lab.start_node(host, f"live{index}")
+        silent = lab.address(20)
+        lab.start(
+            "silent",
+            lab.host("silent", silent),
+            [sys.executable, str(ODDNODES), f"silent@{silent}:3000"],
+            ready=lambda: "ready" in lab.log("silent"),
+        )
+        lab.host("closed", lab.address(21))
+        yield Bridge(lab, lab.host("probe", lab.address(42)))
+    finally:
+        lab.close()
+    assert lab.leftovers() == []
+
+
+def healthy(run: subprocess.CompletedProcess[str]) -> tuple[str, set[str], dict[str, int]]:
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    found = {r["address"] for r in report["results"] if r["healthy"]}
+    return report["method"], found, report["outcomes"]
+
+
+def test_arp_pre_sweep_finds_every_live_node(bridge: Bridge) -> None:
+    before = overflow_lines()
+    method, found, outcomes = healthy(bridge.scan("--subnet", bridge.lab.network, "--json"))
+    assert method == "arp"
+    assert found == bridge.live
+    # The silent host answered ARP, was probed, and timed out; the closed one refused;
+    # everything else stayed silent to ARP and counts as unreachable, none is dropped.
+    assert outcomes["timeout"] == 1
+    assert outcomes["refused"] >= 2  # the closed host and the gateway
+    assert sum(outcomes.values()) == 1022
+    assert overflow_lines() == before
+
+
+def test_connect_sweep_finds_the_same_nodes_at_the_neighbour_pace(bridge: Bridge) -> None:
+    before = overflow_lines()
+    run = bridge.scan("--subnet", bridge.lab.network, "--json", "--method", "connect")
+    method, found, outcomes = healthy(run)
+    assert method == "connect"
+    assert found == bridge.live
+    assert sum(outcomes.values()) == 1022
+    assert overflow_lines() == before
+
+
+def test_without_cap_net_raw_auto_falls_back_to_connect(bridge: Bridge) -> None:
+    run = bridge.scan("--subnet", bridge.lab.network, "--json", user="65534")
+    method, found, _ = healthy(run)
+    assert method == "connect"
+    assert found == bridge.live
+
+
+def test_without_cap_net_raw_arp_is_a_config_error_naming_the_field(bridge: Bridge) -> None:
+    run = bridge.scan("--subnet", bridge.lab.network, "--method", "arp", user="65534")
+    assert run.returncode == 3, run.stderr
+    assert "discovery.method" in run.stderr
+    assert "CAP_NET_RAW" in run.stderr
+    assert run.stdout == ""
+
+
+def test_arp_on_a_subnet_off_the_segment_is_a_config_error(bridge: Bridge) -> None:
+    run = bridge.scan("--subnet", "10.99.0.0/24", "--method", "arp")
+    assert run.returncode == 3
+    assert "discovery.method" in run.stderr
+    assert "10.99.0.0/24" in run.stderr
+
+
+def test_the_table_names_the_method(bridge: Bridge) -> None:
+    run = bridge.scan("--subnet", bridge.lab.network)
+    assert run.returncode == 0, run.stderr
+    assert f"{bridge.lab.network} x port 3000, arp)" in run.stdout
