@@ -43,11 +43,15 @@ lock:                     ## re-pin requirements*.lock from pyproject.toml
 	rm -rf .lock-venv
 
 bench: venv               ## the benchmarks (minutes); results in docs/BENCHMARKS.md
+	@scripts/ensure-packages haproxy wrk nmap
 	scripts/in-private-netns $(PY) bench/scan.py
 	scripts/in-private-netns $(PY) bench/churn.py
 	scripts/in-private-netns $(PY) bench/status.py
-	@if [ "$$(id -u)" -eq 0 ]; then scripts/in-private-netns $(PY) bench/lab.py; \
-	 else echo "bench/lab.py needs root (network namespaces): sudo make bench"; fi
+	@if [ "$$(id -u)" -eq 0 ]; then \
+	   scripts/in-private-netns $(PY) bench/lab.py && \
+	   scripts/in-private-netns $(PY) bench/discovery.py && \
+	   scripts/in-private-netns $(PY) bench/footprint.py; \
+	 else echo "bench/lab.py, discovery.py, footprint.py need root (namespaces): sudo make bench"; fi
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

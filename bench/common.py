@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import signal
 import statistics
 import subprocess
@@ -18,6 +19,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS_MD = ROOT / "docs" / "BENCHMARKS.md"
 WEBAPP = ROOT / "compose" / "webapp" / "app.py"
+
+
+def ensure_packages(*packages: str) -> None:
+    """Install missing Debian packages (each named like its command) before the
+    benchmark enters its private namespace, where no mirror can be reached."""
+    if all(shutil.which(package) for package in packages):
+        return
+    subprocess.run([str(ROOT / "scripts" / "ensure-packages"), *packages], check=True)
 
 
 def ensure_private_namespace() -> None:

@@ -22,8 +22,6 @@ import itertools
 import json
 import os
 import re
-import shutil
-import subprocess
 import sys
 import tempfile
 from collections import defaultdict
@@ -38,6 +36,7 @@ import yaml
 from common import (
     ROOT,
     ChildRun,
+    ensure_packages,
     ensure_private_namespace,
     exit_cleanly_on_sigterm,
     machine_description,
@@ -68,6 +67,7 @@ class Tool:
     name: str
     argv: Callable[[str, Path], list[str]]  # (network, poller config) -> command
     found: Callable[[str], set[str]]  # stdout -> addresses it reports live on port 3000
+    timeout: float = 900.0  # a run still going then is stopped, reported, not repeated
 
 
 def _poller_found(out: str) -> set[str]:
@@ -106,7 +106,8 @@ TOOLS = (
         ),
         _nmap_open,
     ),
-    Tool("nmap -sn -PR (ARP ping, no port)", _nmap("-sn", "-PR"), _nmap_up),
+    # Its host timeouts make a /16 take over 15 minutes: one bounded run is enough to say so.
+    Tool("nmap -sn -PR (ARP ping, no port)", _nmap("-sn", "-PR"), _nmap_up, timeout=300.0),
 )
 
 
@@ -115,6 +116,7 @@ class Measured:
     runs: list[ChildRun]
     found: list[int]
     overflow: int = 0
+    stopped_at: float | None = None  # the run that hit the tool's timeout
 
 
 def spread(network: str, count: int) -> list[int]:
@@ -188,10 +190,13 @@ class DiscoveryLab:
         self.live = {first, *others}
 
     def run(self, tool: Tool) -> tuple[ChildRun, int, int]:
-        """One run of `tool`: (the run, live nodes found, overflow lines gained)."""
+        """One run of `tool`: (the run, live nodes found, overflow lines gained); a run
+        stopped at the tool's timeout has returncode -9."""
         before = overflow_lines()
         argv = ["ip", "netns", "exec", self.probe_ns, *tool.argv(self.network, self.config)]
-        run = run_child(argv, timeout=900)
+        run = run_child(argv, timeout=tool.timeout)
+        if run.returncode == -9 and run.wall_seconds >= tool.timeout:
+            return run, 0, overflow_lines() - before
         if run.returncode != 0:
             raise RuntimeError(f"{tool.name} failed ({run.returncode}): {run.stderr[-2000:]}")
         return run, len(tool.found(run.stdout) & self.live), overflow_lines() - before
@@ -205,8 +210,14 @@ def measure(lab: DiscoveryLab, tools: Sequence[Tool], rounds: int) -> dict[str, 
     results: dict[str, Measured] = defaultdict(lambda: Measured([], []))
     for _ in range(rounds):
         for tool in tools:
-            run, found, overflow = lab.run(tool)
             entry = results[tool.name]
+            if entry.stopped_at is not None:
+                continue
+            run, found, overflow = lab.run(tool)
+            if run.returncode == -9:
+                entry.stopped_at = run.wall_seconds
+                entry.overflow += overflow
+                continue
             entry.runs.append(run)
             entry.found.append(found)
             entry.overflow += overflow
@@ -216,6 +227,10 @@ def measure(lab: DiscoveryLab, tools: Sequence[Tool], rounds: int) -> dict[str, 
 def speed_rows(size: str, live: int, results: dict[str, Measured]) -> list[list[str]]:
     rows = []
     for name, entry in results.items():
+        if entry.stopped_at is not None and not entry.runs:
+            stopped = f"> {entry.stopped_at:.0f} (stopped)"
+            rows.append([size, name, stopped, "-", "-", "-", "-", "-", str(entry.overflow)])
+            continue
         walls = [run.wall_seconds for run in entry.runs]
         rows.append(
             [
@@ -267,8 +282,7 @@ def main() -> None:
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("bench/discovery.py needs root (network namespaces, raw sockets)")
-    if shutil.which("nmap") is None:
-        subprocess.run(["apt-get", "install", "-y", "-q", "nmap"], check=True, timeout=600)
+    ensure_packages("haproxy", "nmap")
     ensure_private_namespace()
     exit_cleanly_on_sigterm()
     rounds = 1 if args.smoke else args.rounds
@@ -297,9 +311,9 @@ def main() -> None:
                     median([r.cpu_seconds for r in runs]),
                 )
             )
-            print(
-                markdown_table(["size", "tool", "wall s"], [r[:3] for r in speed if r[0] == size])
-            )
+            for row in speed:  # progress on stderr: stdout carries only the final tables
+                if row[0] == size:
+                    print(f"{size} {row[1]}: {row[2]} s", file=sys.stderr)
         for count in member_counts:
             lab = DiscoveryLab(Path(tmp) / f"m{count}", NETWORKS["/24"], count, members_in_one=True)
             try:

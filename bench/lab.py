@@ -29,7 +29,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import contextlib
 
 from churn import percentile
-from common import ensure_private_namespace, machine_description, markdown_table, write_section
+from common import (
+    ensure_packages,
+    ensure_private_namespace,
+    machine_description,
+    markdown_table,
+    write_section,
+)
 
 from compose.loopback import current_connections, wait_for, wrk_failures
 from compose.netlab import NetLab, overflow_lines
@@ -144,6 +150,7 @@ def main() -> None:
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("bench/lab.py needs root (network namespaces)")
+    ensure_packages("haproxy", "wrk")
     ensure_private_namespace()
     events = 2 if args.smoke else args.events
     network, hosts = (

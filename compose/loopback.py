@@ -104,13 +104,14 @@ class Lab:
     subnet: str = "127.0.3.0/27"
     settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    config_dir: Path | None = None  # where haproxy.cfg lives (default: the workdir)
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.frontend_port = free_port()
         self.stats_port = free_port()
         self.status_port = free_port()
-        self.config_path = self.workdir / "haproxy.cfg"
+        self.config_path = (self.config_dir or self.workdir) / "haproxy.cfg"
         self.admin_socket = self.workdir / "admin.sock"
         self.master_socket = self.workdir / "master.sock"
         self.poller_yaml = self.workdir / "poller.yaml"
@@ -158,9 +159,16 @@ class Lab:
         ready: Callable[[], object] | None,
         log: Path | None = None,
         timeout: float = 10.0,
+        env: Mapping[str, str] | None = None,
     ) -> subprocess.Popen[bytes]:
         out = open(log or self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - child owns it
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=self.workdir)
+        proc = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=self.workdir,
+            env=None if env is None else {**os.environ, **env},
+        )
         out.close()
         self.procs[name] = proc
         if ready is not None:
@@ -226,12 +234,15 @@ class Lab:
             return False
         return True
 
-    def start_poller(self, *extra: str) -> subprocess.Popen[bytes]:
+    def start_poller(
+        self, *extra: str, env: Mapping[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         env_python = sys.executable
         return self._start(
             "poller",
             [env_python, "-m", "poller", "run", "--config", str(self.poller_yaml), *extra],
             ready=lambda: self.status("/healthz", ok_only=False) is not None,
+            env=env,
         )
 
     def start_node(self, address: str, host: str | None = None, *extra: str) -> None:

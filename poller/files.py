@@ -47,13 +47,33 @@ def stage(path: Path, data: bytes) -> Path:
     """A staged copy beside `path` (same directory, so relative includes resolve the same)."""
     try:
         fd, staged = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".staged", dir=path.parent)
+    except OSError as exc:
+        raise InstallError(f"{path}: cannot stage a new version: {exc.strerror or exc}") from exc
+    try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
     except OSError as exc:
+        os.unlink(staged)  # a full disk must not also fill up with half-written copies
         raise InstallError(f"{path}: cannot stage a new version: {exc.strerror or exc}") from exc
     return Path(staged)
+
+
+def remove_stale(path: Path) -> list[str]:
+    """Delete the staged copies of `path` a killed writer left behind (our own names
+    only); returns their names. Only call it where no other writer of `path` runs."""
+    removed: list[str] = []
+    try:
+        leftovers = list(path.parent.glob(f".{path.name}.*"))
+    except OSError:
+        return removed
+    for leftover in leftovers:
+        if leftover.suffix in (".tmp", ".staged"):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+                removed.append(leftover.name)
+    return removed
 
 
 def read_bytes(path: Path) -> bytes | None:

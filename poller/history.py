@@ -55,7 +55,7 @@ class History:
                 )
 
     def note(self, kind: str, wall_now: float, reason: str, members: list[str]) -> None:
-        """A daemon-level event (a guard hold or release)."""
+        """A daemon-level event (a guard hold or release, a clock jump)."""
         self.events.appendleft(
             {
                 "at": wall_now,

@@ -50,6 +50,11 @@ class Metrics:
         self.guard_held = Gauge(
             "poller_guard_held_members", "Removals the guard holds now.", registry=r
         )
+        self.clock_jumps = Counter(
+            "poller_clock_jumps_total",
+            "Wall-clock jumps seen (the schedule was mended; pool timing is monotonic).",
+            registry=r,
+        )
         self.sweep_failures = Counter(
             "poller_sweep_failures_total",
             "Sweeps that failed on the poller's side (pool kept as it was).",

@@ -119,7 +119,10 @@ def make_client(
 ) -> httpx.AsyncClient:
     """The one client all probes share. No proxies from the environment, no redirects,
     no keep-alive (a reused connection could outlive the container behind an IP)."""
-    verify: ssl.SSLContext | bool = ssl.create_default_context() if settings.verify_tls else False
+    https = settings.scheme == "https"
+    verify: ssl.SSLContext | bool = (
+        ssl.create_default_context() if https and settings.verify_tls else False
+    )
     headers = {"User-Agent": f"poller/{__version__}", "Accept-Encoding": "identity"}
     headers.update(settings.headers)
     return httpx.AsyncClient(

@@ -26,7 +26,7 @@ from typing import Any
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from prometheus_client import generate_latest
 
-from poller import states
+from poller import files, states
 from poller.applying import Applier, Change, servers_in_file
 from poller.config import Settings
 from poller.errors import ConfigError, HAProxyUnavailable, PollerError, StateError
@@ -48,6 +48,8 @@ BACKOFF_FIRST_SECONDS = 0.5
 BACKOFF_MAX_SECONDS = 15.0
 # Reconcile now and then even without pool changes: catches HAProxy restarts and drift.
 RECONCILE_EVERY_SECONDS = 10.0
+CLOCK_CHECK_SECONDS = 1.0
+CLOCK_JUMP_SECONDS = 2.0  # more than the event loop's own lateness under load
 
 
 def _fields(**values: Any) -> dict[str, Any]:
@@ -74,6 +76,7 @@ class Daemon:
         self.stopping = asyncio.Event()
         self.hup = asyncio.Event()
         self.last_success_wall: float | None = None
+        self.last_success_mono: float | None = None  # for ages: wall clocks jump
         self.last_change: dict[str, Any] | None = None
         self.scheduler: AsyncIOScheduler | None = None
         self.status: StatusServer | None = None
@@ -91,6 +94,11 @@ class Daemon:
             loop.add_signal_handler(sig, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self.hup.set)
         self._restore()
+        # A poller killed mid-write leaves staged copies; this sidecar is their only writer.
+        for path in (self.settings.haproxy.config_path, self.settings.state.path):
+            removed = files.remove_stale(path)
+            if removed:
+                log.info("removed staged copies left by a stop", extra=_fields(files=removed))
         if self.settings.status.enabled:
             self.status = StatusServer(self.settings.status.listen, self._routes())
             try:
@@ -109,6 +117,7 @@ class Daemon:
         self._schedule()
         self.scheduler.start()
         applier = asyncio.create_task(self._apply_loop(), name="applier")
+        watcher = asyncio.create_task(self._watch_clock(), name="clock")
         log.info(
             "poller running",
             extra=_fields(
@@ -136,9 +145,10 @@ class Daemon:
             # An apply under way finishes (bounded): HAProxy and its file stay in step.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._applying.acquire(), STOP_GRACE_SECONDS)
-            applier.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await applier
+            for task in (applier, watcher):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
             if self._retry is not None:
                 self._retry.cancel()
             self._save()
@@ -175,6 +185,28 @@ class Daemon:
             id="reconcile",
             **common,
         )
+
+    async def _watch_clock(self) -> None:
+        """APScheduler times its jobs on the wall clock: set backwards, every job would
+        wait out the jump (a stall); set forwards, it would work through the missed runs.
+        Pool timing is monotonic, so only the schedule needs mending: when the wall clock
+        moves away from the monotonic one, every job is due now and paces itself again."""
+        mono, wall = time.monotonic(), time.time()
+        while True:
+            await asyncio.sleep(CLOCK_CHECK_SECONDS)
+            now_mono, now_wall = time.monotonic(), time.time()
+            jump = (now_wall - wall) - (now_mono - mono)
+            mono, wall = now_mono, now_wall
+            if abs(jump) < CLOCK_JUMP_SECONDS or self.scheduler is None:
+                continue
+            log.warning(
+                "wall clock jumped; jobs rescheduled", extra=_fields(seconds=round(jump, 3))
+            )
+            self.history.note("clock_jump", now_wall, f"{jump:+.1f} s", [])
+            self.metrics.clock_jumps.inc()
+            for job in self.scheduler.get_jobs():
+                job.modify(next_run_time=_now_dt())
+            self.scheduler.wakeup()
 
     def _reconfigure(self) -> None:
         """SIGHUP: take new settings and template only if all of them are valid."""
@@ -326,6 +358,7 @@ class Daemon:
             self.history.sweep(found)
         self.metrics.sweeps.labels(kind=kind, result="ok").inc()
         self.last_success_wall = time.time()
+        self.last_success_mono = time.monotonic()
         self.metrics.last_success.set(self.last_success_wall)
 
     def _observe(self, observations: list[Observation]) -> None:
@@ -485,7 +518,7 @@ class Daemon:
 
     def _healthz(self) -> Response:
         limit = 3 * self.settings.discovery.interval_seconds
-        age = None if self.last_success_wall is None else time.time() - self.last_success_wall
+        age = None if self.last_success_mono is None else time.monotonic() - self.last_success_mono
         healthy = age is not None and age <= limit
         body = {
             "healthy": healthy,

@@ -12,10 +12,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.support.processes import Processes
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Fuzzing budgets (tests/unit/test_fuzz.py and every other property): `ci` by default,
+# `long` for local runs: HYPOTHESIS_PROFILE=long.
+settings.register_profile("ci", max_examples=100, deadline=None)
+settings.register_profile(
+    "long", max_examples=20_000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def _private_namespace_problem() -> str | None:

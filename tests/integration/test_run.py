@@ -9,7 +9,10 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import stat
 import subprocess
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -310,3 +313,22 @@ def test_own_network_failing_holds_the_pool(
     assert serves(lab, A, B, C)
     # HAProxy's own checks failed too during the outage; they pass again within a check.
     wait_for(lambda: lab.routed_hosts() == {"a", "b", "c"}, 5, "requests to reach all three")
+
+
+def test_admin_socket_is_not_world_accessible_and_status_is_read_only(lab: Lab) -> None:
+    """Security review, live: HAProxy's admin socket from the template is 660, and the
+    status server takes no request that could change HAProxy."""
+    mode = stat.S_IMODE(lab.admin_socket.stat().st_mode)
+    assert mode & 0o007 == 0, oct(mode)
+    lab.start_node(A, "a")
+    lab.start_poller()
+    wait_for(lambda: serves(lab, A), 10, "A to join")
+    for method in ("POST", "PUT", "DELETE", "PATCH"):
+        for path in ("/", "/pool", "/healthz", "/metrics", "/events"):
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{lab.status_port}{path}", data=b"x", method=method
+            )
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(request, timeout=2)
+            assert refused.value.code == 405
+    assert serves(lab, A)

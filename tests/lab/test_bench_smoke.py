@@ -1,4 +1,4 @@
-"""Smoke run of the lab benchmark (2 events, a /20), so it does not rot."""
+"""Smoke runs of the root benchmarks (tiny sizes), so they do not rot."""
 
 from __future__ import annotations
 
@@ -11,3 +11,19 @@ def test_lab_benchmark_smoke() -> None:
     (row,) = bench_rows("lab.py", "10.78.0.0/20", timeout=600)
     assert row[2] == "2 / 2"  # found every live node
     assert row[-1] == "0"  # no neighbour-table overflow
+
+
+def test_discovery_benchmark_smoke() -> None:
+    requires_root()
+    rows = bench_rows("discovery.py", "/2", timeout=600)  # /24 and /22, every tool
+    assert len(rows) == 10
+    for row in rows:
+        assert row[6] == "10 / 10", row  # every live node found
+        assert row[-1] == "0", row  # no neighbour-table overflow
+
+
+def test_footprint_benchmark_smoke() -> None:
+    requires_root()
+    (row,) = bench_rows("footprint.py", "/24", timeout=300)
+    assert float(row[2]) < 100  # a share of one core, measured
+    assert row[-1] == "0"

@@ -154,3 +154,33 @@ def test_07_partition_and_repair(lab: NetLab) -> None:
     finally:
         lab.link(ns, up=True)
     served_within(lab, addresses(lab, 11, 22, 33), "the node to come back")
+
+
+def test_08_the_pollers_own_link_cut_holds_the_pool(lab: NetLab) -> None:
+    before = lab.servers()
+    assert before, "the earlier scenarios leave members behind"
+    changes = lab.metric("poller_haproxy_changes_total")
+    failed = lab.metric("poller_sweep_failures_total")
+    load = Load(lab, lab.client_ns, 8)
+    lab.link(lab.poller_ns, up=False)
+    try:
+        wait_for(
+            lambda: lab.metric("poller_sweep_failures_total") >= failed + 3,
+            10,
+            "the poller to see its own sweeps fail",
+        )
+        # /healthz turns 503 (urllib prints nothing) once no sweep succeeded for 3 intervals.
+        wait_for(lambda: lab.status("/healthz") == "", 10, "/healthz to say it is blind")
+        assert lab.servers() == before
+    finally:
+        lab.link(lab.poller_ns, up=True)
+    checks = lab.metric("poller_sweeps_total", 'kind="check",result="ok"')
+    wait_for(
+        lambda: lab.metric("poller_sweeps_total", 'kind="check",result="ok"') >= checks + 5,
+        10,
+        "good checks again",
+    )
+    assert lab.status("/healthz") != ""
+    assert lab.servers() == before
+    assert lab.metric("poller_haproxy_changes_total") == changes  # no spurious removal
+    assert load.failed()[1] == 0

@@ -151,3 +151,24 @@ def test_webapp_scales_without_fixed_addresses() -> None:
     webapp = load(COMPOSE)["services"]["webapp"]
     assert "container_name" not in webapp
     assert webapp["networks"] == ["heig"]
+
+
+def test_poller_gets_only_net_raw_and_the_sockets_are_not_world_writable() -> None:
+    """Security review, as files: the poller keeps one capability (the ARP pre-sweep's
+    raw socket) and no privilege escalation path; HAProxy's sockets are 660."""
+    for document in (load(COMPOSE), load(ROOT / "compose" / "stack.yml")):
+        poller = document["services"]["poller"]
+        assert poller["cap_drop"] == ["ALL"]
+        assert poller["cap_add"] == ["NET_RAW"]
+        assert "privileged" not in poller
+    haproxy = load(COMPOSE)["services"]["haproxy"]
+    assert any(",mode,660" in part for part in haproxy["command"])
+    template = (ROOT / "poller" / "templates" / "haproxy.cfg.j2").read_text()
+    assert "stats socket {{ admin_socket }} mode 660 level admin" in template
+
+
+def test_status_server_listens_on_loopback_by_default() -> None:
+    settings = load_settings(None, environ={})
+    assert settings.status.listen.startswith("127.0.0.1:")
+    for path in (ROOT / "config" / "poller.yaml", ROOT / "config" / "poller-swarm.yaml"):
+        assert load_settings(path, environ={}).status.listen.startswith("127.0.0.1:")

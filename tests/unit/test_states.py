@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from poller import states
+from poller import files, states
 from poller.errors import StateError
 from poller.pools import Observation, Pool, Rules, State, step
 
@@ -69,3 +69,20 @@ def test_save_leaves_no_temp_files(tmp_path: Path) -> None:
     for _ in range(3):
         states.save(path, make_pool(), False, 0.0, 0.0)
     assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
+
+
+def test_staged_copies_left_by_a_kill_are_removed(tmp_path: Path) -> None:
+
+    target = tmp_path / "haproxy.cfg"
+    target.write_text("live\n")
+    (tmp_path / ".haproxy.cfg.abc123.tmp").write_text("half")
+    (tmp_path / ".haproxy.cfg.def456.staged").write_text("half")
+    (tmp_path / "haproxy.cfg.last-good").write_text("good\n")
+    (tmp_path / ".other.cfg.x.tmp").write_text("not ours")
+    removed = files.remove_stale(target)
+    assert sorted(removed) == [".haproxy.cfg.abc123.tmp", ".haproxy.cfg.def456.staged"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".other.cfg.x.tmp",
+        "haproxy.cfg",
+        "haproxy.cfg.last-good",
+    ]

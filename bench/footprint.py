@@ -1,0 +1,142 @@
+"""Benchmark the poller daemon's footprint at steady state in the namespace lab (root).
+
+The compose stack as shipped (config/poller.yaml: every member probed each second, the
+subnet swept each second) on a /24 with 5 members, and a /16 with 20 members at the
+Swarm config's discovery pace (config/poller-swarm.yaml: a sweep every 30 s). Once HAProxy
+serves every member, the poller's CPU time is read from /proc over a fixed window: the
+share of one core it used, its resident memory at the end, and its peak.
+
+    sudo python bench/footprint.py            # 60 s windows; rewrites docs/BENCHMARKS.md
+    sudo python bench/footprint.py --smoke    # the /24 only, a 5 s window, prints only
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from common import (
+    ensure_packages,
+    ensure_private_namespace,
+    exit_cleanly_on_sigterm,
+    machine_description,
+    markdown_table,
+    write_section,
+)
+
+from compose.loopback import wait_for
+from compose.netlab import NetLab, overflow_lines
+
+CASES = (
+    # name, network, member hosts, discovery interval (s)
+    ("/24, 5 members, sweep every 1 s", "10.87.0.0/24", (11, 22, 33, 44, 55), 1.0),
+    (
+        "/16, 20 members, sweep every 30 s",
+        "10.88.0.0/16",
+        tuple(300 + i * 3_200 for i in range(20)),
+        30.0,
+    ),
+)
+
+
+def usage(pid: int) -> tuple[float, float, float]:
+    """(CPU seconds, RSS MiB, peak RSS MiB) of a running process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    status = Path(f"/proc/{pid}/status").read_text()
+    rss = re.search(r"VmRSS:\s+(\d+) kB", status)
+    hwm = re.search(r"VmHWM:\s+(\d+) kB", status)
+    return (
+        cpu,
+        int(rss.group(1)) / 1024 if rss else float("nan"),
+        int(hwm.group(1)) / 1024 if hwm else float("nan"),
+    )
+
+
+def measure(
+    workdir: Path, name: str, network: str, hosts: tuple[int, ...], interval: float, window: float
+) -> list[str]:
+    lab = NetLab(workdir, network=network, prefix=f"pf{os.getpid() % 10000}")
+    before = overflow_lines()
+    try:
+        lab.start_haproxy()
+        expected = set()
+        for index, host in enumerate(hosts):
+            lab.start_node(host, f"m{index}")
+            expected.add(lab.address(host))
+        lab.start_poller(("POLLER_DISCOVERY__INTERVAL_SECONDS", str(interval)))
+        wait_for(lambda: lab.servers() == expected, 120, "every member served")
+        pid = lab.procs["poller"].pid
+        cpu_start, _, _ = usage(pid)
+        started = time.monotonic()
+        time.sleep(window)  # the measurement window itself, not a synchronisation
+        cpu_end, rss, peak = usage(pid)
+        elapsed = time.monotonic() - started
+        sweeps = lab.metric("poller_sweep_duration_seconds_count", 'kind="discovery"')
+        sweep_sum = lab.metric("poller_sweep_duration_seconds_sum", 'kind="discovery"')
+    finally:
+        lab.close()
+    return [
+        name,
+        f"{elapsed:.0f}",
+        f"{(cpu_end - cpu_start) / elapsed * 100:.1f}",
+        f"{rss:.0f}",
+        f"{peak:.0f}",
+        f"{sweep_sum / sweeps:.2f}" if sweeps else "-",
+        str(overflow_lines() - before),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--window", type=float, default=60.0)
+    parser.add_argument("--smoke", action="store_true")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("bench/footprint.py needs root (network namespaces)")
+    ensure_packages("haproxy")
+    ensure_private_namespace()
+    exit_cleanly_on_sigterm()
+    window = 5.0 if args.smoke else args.window
+    cases = CASES[:1] if args.smoke else CASES
+    with tempfile.TemporaryDirectory(prefix="poller-footprint-") as tmp:
+        rows = [
+            measure(Path(tmp) / str(index), name, network, hosts, interval, window)
+            for index, (name, network, hosts, interval) in enumerate(cases)
+        ]
+    table = markdown_table(
+        [
+            "case",
+            "window s",
+            "CPU % of one core",
+            "RSS MiB",
+            "peak RSS MiB",
+            "mean sweep s",
+            "overflow lines",
+        ],
+        rows,
+    )
+    print(table)
+    if args.smoke:
+        return
+    write_section(
+        "footprint",
+        "## The daemon's footprint at steady state (issue 5)\n\n"
+        f"Machine: {machine_description()}. Command: `sudo python bench/footprint.py`. "
+        "The namespace lab with config/poller.yaml (members probed every second, rise "
+        "interval 0.1 s); the /16 case sweeps every 30 s, as config/poller-swarm.yaml does. "
+        "Measured from /proc over the window once HAProxy served every member; `mean "
+        "sweep s` is the mean discovery sweep since the start (ARP pre-sweep + HTTP).\n\n" + table,
+    )
+
+
+if __name__ == "__main__":
+    main()
