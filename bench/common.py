@@ -65,13 +65,16 @@ def run_child(argv: Sequence[str], timeout: float = 600.0) -> ChildRun:
     )
     outputs: dict[str, str] = {}
     readers = [
-        threading.Thread(target=lambda n=name, s=stream: outputs.__setitem__(n, s.read()))
+        threading.Thread(
+            target=lambda n=name, s=stream: outputs.__setitem__(n, s.read()), daemon=True
+        )
         for name, stream in (("out", proc.stdout), ("err", proc.stderr))
     ]
     for reader in readers:
         reader.start()
     # The readers drain both pipes, so a blocking wait4 cannot deadlock; a timer bounds it.
     killer = threading.Timer(timeout, os.kill, (proc.pid, signal.SIGKILL))
+    killer.daemon = True  # a benchmark stopped early must not wait for it to fire
     killer.start()
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - started

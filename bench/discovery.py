@@ -292,6 +292,7 @@ def main() -> None:
     by_targets: list[tuple[int, float, float]] = []
     by_members: list[tuple[int, float, float]] = []
     poller = TOOLS[0]
+    missed: dict[int, int] = {}  # live members -> most missed in one round
     with tempfile.TemporaryDirectory(prefix="poller-discovery-") as tmp:
         for size in sizes:
             network = NETWORKS[size]
@@ -321,8 +322,7 @@ def main() -> None:
             finally:
                 lab.close()
             entry = results[poller.name]
-            if min(entry.found) != count:
-                raise RuntimeError(f"poller missed members: {entry.found} of {count}")
+            missed[count] = count - min(entry.found)  # reported, never hidden
             by_members.append(
                 (
                     count,
@@ -345,7 +345,7 @@ def main() -> None:
         speed,
     )
     growth_table = markdown_table(
-        ["targets", "wall s", "CPU s", "", "live members (/24)", "wall s", "CPU s"],
+        ["targets", "wall s", "CPU s", "", "live members (/24)", "wall s", "CPU s", "missed"],
         [
             [
                 f"{t[0]:,}" if t else "",
@@ -355,6 +355,7 @@ def main() -> None:
                 str(m[0]) if m else "",
                 f"{m[1]:.2f}" if m else "",
                 f"{m[2]:.2f}" if m else "",
+                str(missed[m[0]]) if m else "",
             ]
             for t, m in itertools.zip_longest(by_targets, by_members)
         ],

@@ -1,14 +1,14 @@
 """Benchmark the compose stack in the network-namespace lab (root).
 
 1. /24: joins (a node starts answering -> HAProxy serves it) and leaves (graceful SIGTERM,
-   and kill -9 with `retry-on`) under wrk load from a client namespace: latency p50/p95
-   and failed requests per kind.
+   and kill -9 with `retry-on`) under wrk load from a client namespace: latency
+   p50/p95/max and failed requests per kind, on the runtime path and the reload path.
 2. /16: the poller starts with a few live nodes among 65,534 addresses; time until HAProxy
    serves them all, found/missed, the discovery sweep's duration, the poller's CPU seconds
    and peak RSS over that time, and the kernel log's neighbour-table overflow lines.
 
     sudo python bench/lab.py            # rewrites the lab section of docs/BENCHMARKS.md
-    sudo python bench/lab.py --smoke    # 2 events, a /20, prints only
+    sudo python bench/lab.py --smoke    # 2 events, runtime path, a /20, prints only
 """
 
 from __future__ import annotations
@@ -50,12 +50,16 @@ def process_usage(pid: int) -> tuple[float, float]:
     return cpu, (int(hwm.group(1)) / 1024 if hwm else float("nan"))
 
 
-def churn(workdir: Path, events: int) -> list[list[str]]:
-    lab = NetLab(workdir / "churn", prefix=f"plb{os.getpid() % 10000}")
+def churn(workdir: Path, events: int, path: str) -> list[list[str]]:
+    """Joins, graceful stops and kill -9 under load, on the runtime or the reload path."""
+    lab = NetLab(workdir / f"churn-{path}", prefix=f"plb{os.getpid() % 10000}")
     rows = []
     try:
         lab.start_haproxy()
-        lab.start_poller(("POLLER_HAPROXY__RETRY_ON", "true"))
+        lab.start_poller(
+            ("POLLER_HAPROXY__RETRY_ON", "true"),
+            ("POLLER_HAPROXY__RUNTIME_API", "true" if path == "runtime" else "false"),
+        )
         client = lab.host("client", lab.address(200))
         lab.start_node(11, "base1")
         lab.start_node(12, "base2")
@@ -90,10 +94,12 @@ def churn(workdir: Path, events: int) -> list[list[str]]:
             requests, failed = failures[kind]
             rows.append(
                 [
+                    path,
                     kind,
                     str(len(values)),
                     f"{statistics.median(values):.2f}",
                     f"{percentile(values, 95):.2f}",
+                    f"{max(values):.2f}",
                     f"{requests:,}",
                     str(failed),
                 ]
@@ -145,7 +151,7 @@ def wide(workdir: Path, network: str, hosts: tuple[int, ...]) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=10)
+    parser.add_argument("--events", type=int, default=20)
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -159,10 +165,11 @@ def main() -> None:
         else ("10.78.0.0/16", (300, 21_000, 47_000, 65_000))
     )
     with tempfile.TemporaryDirectory(prefix="poller-lab-bench-") as tmp:
-        churn_rows = churn(Path(tmp), events)
+        paths = ("runtime",) if args.smoke else ("runtime", "reload")
+        churn_rows = [row for path in paths for row in churn(Path(tmp), events, path)]
         wide_row = wide(Path(tmp), network, hosts)
     churn_table = markdown_table(
-        ["event", "count", "p50 s", "p95 s", "requests", "failed"], churn_rows
+        ["path", "event", "count", "p50 s", "p95 s", "max s", "requests", "failed"], churn_rows
     )
     wide_table = markdown_table(
         [
@@ -184,13 +191,18 @@ def main() -> None:
         return
     write_section(
         "lab",
-        "## The compose stack in the namespace lab (issue 4)\n\n"
+        "## The compose stack in the namespace lab (issues 4 and 5)\n\n"
         f"Machine: {machine_description()}. Command: `sudo python bench/lab.py`. "
         "config/poller.yaml as shipped (interval 1 s, rise interval 0.1 s, discovery 1 s, "
         "rise 2, fall 2), `retry-on` enabled; lab links resolve addresses with one 100 ms "
         "try. Join: node answering -> HAProxy serving it; stops: signal -> HAProxy no longer "
         "serving it (as `show servers state` lists it ready). Each kind under its own "
-        "`wrk -t1 -c8` run from a client namespace; failed = non-2xx/3xx + socket errors.\n\n"
+        "`wrk -t1 -c8` run from a client namespace; failed = non-2xx/3xx + socket errors. "
+        "`reload` is the same run with `haproxy.runtime_api: false` (a reload per change; "
+        "the shipped config keeps reloads `haproxy.min_reload_gap_seconds`, 5 s, apart, "
+        "and with an event every 3 s each change waits for that gap); "
+        "the original lab's restart-per-change is measured beside both paths on loopback "
+        "(the churn section).\n\n"
         + churn_table
         + "\n\n/16 discovery: the poller starts with live nodes spread over the subnet; "
         "`sweep s` is the mean duration of the discovery sweeps (paced by the neighbour "

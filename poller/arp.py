@@ -26,7 +26,7 @@ import ipaddress
 import socket
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from poller.interfaces import host_networks
@@ -171,11 +171,14 @@ async def ask(
     rate_per_second: int,
     attempts: int,
     reply_wait_seconds: float,
+    on_answer: Callable[[int], None] | None = None,
 ) -> ArpSweep:
     """Ask every address in `addresses` (IPv4 as ints), at most `rate_per_second` requests
     per second; addresses still silent are asked again, `attempts` times in all, and each
-    round waits `reply_wait_seconds` after its last request. Raises `ArpUnavailable` when
-    the socket cannot be opened, and OSError when the link itself fails mid-sweep."""
+    round waits `reply_wait_seconds` after its last request. `on_answer` hears of each
+    address at its first reply, so probing can start while the asking goes on. Raises
+    `ArpUnavailable` when the socket cannot be opened, and OSError when the link itself
+    fails mid-sweep."""
     started = time.perf_counter()
     loop = asyncio.get_running_loop()
     own = int(ipaddress.IPv4Address(link.address))
@@ -193,8 +196,10 @@ async def ask(
             except OSError:
                 return  # surfaces on the next send
             sender = reply_sender(frame, own)
-            if sender is not None and sender in wanted:
+            if sender is not None and sender in wanted and sender not in answered:
                 answered.add(sender)
+                if on_answer is not None:
+                    on_answer(sender)
 
     loop.add_reader(sock.fileno(), drain)
     try:

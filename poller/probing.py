@@ -291,7 +291,7 @@ def _raise_fd_limit(concurrency: int) -> int:
 
 
 async def sweep(
-    targets: Iterable[Target],
+    targets: Iterable[Target] | asyncio.Queue[Target | None],
     settings: ProbeSettings,
     concurrency: int,
     pacer: NeighbourPacer | None = None,
@@ -299,20 +299,31 @@ async def sweep(
     client: httpx.AsyncClient | None = None,
 ) -> Sweep:
     """Probe every target with at most `concurrency` in flight, pacing new non-loopback
-    addresses through `pacer`. Never raises for what a node does."""
+    addresses through `pacer`. `targets` may be a queue that another task fills while
+    the sweep runs (the ARP pre-sweep); None in it ends the sweep. Never raises for what
+    a node does."""
     concurrency = _raise_fd_limit(concurrency)
     outcome = Sweep(started_at=time.time())
     started = time.perf_counter()
-    iterator = iter(targets)
+    queue = targets if isinstance(targets, asyncio.Queue) else None
+    iterator = iter(()) if isinstance(targets, asyncio.Queue) else iter(targets)
     loop = asyncio.get_running_loop()
     last_address: str | None = None
     last_start = 0.0
     own_client = client is None
     shared = client if client is not None else make_client(settings, concurrency)
 
+    async def next_target() -> Target | None:
+        if queue is None:
+            return next(iterator, None)
+        target = await queue.get()
+        if target is None:
+            queue.put_nowait(None)  # the end, for every other worker too
+        return target
+
     async def worker() -> None:
         nonlocal last_address, last_start
-        for target in iterator:
+        while (target := await next_target()) is not None:
             outcome.targets += 1
             # Ports of one address follow each other: one neighbour entry serves them all,
             # so the address is reserved once and its other ports wait for the same start.

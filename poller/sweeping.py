@@ -10,6 +10,8 @@ silent to ARP are counted as unreachable, as a connect would have found them.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, replace
@@ -75,7 +77,7 @@ def resolve(discovery: DiscoverySettings) -> Discovery:
         return base
     segments, note = _segments(subnets, plan, discovery.method == "arp")
     if not segments:
-        log.info("discovery by connect sweep", extra={"fields": {"why": note}})
+        log.debug("discovery by connect sweep", extra={"fields": {"why": note}})
         return replace(base, method_note=note)
     rest = netaddr.IPSet(plan.addresses)
     for segment in segments:
@@ -110,6 +112,10 @@ def _segments(subnets: list[str], plan: TargetPlan, required: bool) -> tuple[lis
         except arp.ArpUnavailable as exc:
             if required:
                 raise TargetsError("discovery.method", f"`arp` cannot run: {exc}") from exc
+            # Worth saying at info: the sweep will be much slower than it could be.
+            log.info(
+                "ARP pre-sweep unavailable; connect sweep", extra={"fields": {"why": str(exc)}}
+            )
             return [], f"ARP pre-sweep unavailable: {exc}"
     return list(by_link.values()), "; ".join(notes)
 
@@ -135,43 +141,69 @@ async def discover(
         )
     started_wall, started = time.time(), time.perf_counter()
     ports = resolved.plan.ports
-    live: list[Target] = []
     silent: list[int] = []
     settings = resolved.settings
-    for segment in resolved.segments:
-        addresses = [
-            value
-            for cidr in segment.addresses.iter_cidrs()
-            for value in range(cidr.first, cidr.last + 1)
-        ]
-        try:
-            asked = await arp.ask(
-                segment.link,
-                addresses,
-                settings.arp_rate_per_second,
-                settings.arp_attempts,
-                settings.arp_reply_wait_seconds,
+    # Probing starts at each address's first ARP reply, while the asking goes on: the
+    # probe deadline of a slow node then overlaps the pre-sweep instead of following it.
+    queue: asyncio.Queue[Target | None] = asyncio.Queue()
+    probing = asyncio.create_task(
+        sweep(queue, probe, concurrency, pacer=resolved.pacer, keep_all=keep_all)
+    )
+
+    def enqueue(value: int) -> None:
+        for port in ports:
+            queue.put_nowait(Target(v4_text(value), port))
+
+    try:
+        for segment in resolved.segments:
+            addresses = [
+                value
+                for cidr in segment.addresses.iter_cidrs()
+                for value in range(cidr.first, cidr.last + 1)
+            ]
+            try:
+                asked = await arp.ask(
+                    segment.link,
+                    addresses,
+                    settings.arp_rate_per_second,
+                    settings.arp_attempts,
+                    settings.arp_reply_wait_seconds,
+                    on_answer=enqueue,
+                )
+            except (arp.ArpUnavailable, OSError) as exc:
+                probing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await probing
+                return _failed(resolved, segment, exc, started_wall, started)
+            log.debug(
+                "arp pre-sweep",
+                extra={
+                    "fields": {
+                        "interface": segment.link.interface,
+                        "asked": asked.asked,
+                        "answered": len(asked.answered),
+                        "requests": asked.requests_sent,
+                        "seconds": round(asked.duration_seconds, 3),
+                    }
+                },
             )
-        except (arp.ArpUnavailable, OSError) as exc:
-            return _failed(resolved, segment, exc, started_wall, started)
-        log.debug(
-            "arp pre-sweep",
-            extra={
-                "fields": {
-                    "interface": segment.link.interface,
-                    "asked": asked.asked,
-                    "answered": len(asked.answered),
-                    "requests": asked.requests_sent,
-                    "seconds": round(asked.duration_seconds, 3),
-                }
-            },
-        )
-        live += [Target(v4_text(value), port) for value in sorted(asked.answered) for port in ports]
-        silent += [value for value in addresses if value not in asked.answered]
-    targets: list[Target] = live
-    if resolved.rest is not None:
-        targets = live + list(resolved.rest)
-    found = await sweep(targets, probe, concurrency, pacer=resolved.pacer, keep_all=keep_all)
+            if not asked.answered and addresses:
+                # Not one reply, not even a gateway's: this segment does not answer ARP
+                # (an overlay or a filter), so silence proves nothing. Connect instead.
+                log.warning(
+                    "no ARP reply on the segment; sweeping it with connects",
+                    extra={"fields": {"interface": segment.link.interface}},
+                )
+                for value in addresses:
+                    enqueue(value)
+                continue
+            silent += [value for value in addresses if value not in asked.answered]
+        for target in resolved.rest or ():
+            queue.put_nowait(target)
+        queue.put_nowait(None)
+        found = await probing
+    finally:
+        probing.cancel()
     found.targets += len(silent) * len(ports)
     found.outcomes[Outcome.UNREACHABLE] += len(silent) * len(ports)
     if keep_all:
@@ -182,7 +214,7 @@ async def discover(
             for value in silent
             for port in ports
         ]
-        found.results.sort(key=lambda r: sort_key(r.target))
+    found.results.sort(key=lambda r: sort_key(r.target))
     found.started_at = started_wall
     found.duration_seconds = time.perf_counter() - started
     return found

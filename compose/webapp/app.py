@@ -147,6 +147,10 @@ class Server(ThreadingHTTPServer):
     # A graceful stop: requests in flight are finished (server_close joins their threads).
     daemon_threads = False
     block_on_close = True
+    # socketserver listens with a backlog of 5: a burst of connects (HAProxy under load, or
+    # one process serving many addresses) would see SYNs dropped and retried after 1 s.
+    # Node's (Express's) default is 511.
+    request_queue_size = 511
 
     def handle_error(self, request: object, client_address: object) -> None:
         # Health checkers (HAProxy's included) close with a reset once they have the

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pytest
 
 from compose.loopback import ROOT
-from compose.netlab import NetLab, overflow_lines
+from compose.netlab import NetLab, overflow_lines, sh
 from tests.conftest import requires_root
 
 ODDNODES = ROOT / "tests" / "support" / "oddnodes.py"
@@ -123,3 +123,30 @@ def test_the_table_names_the_method(bridge: Bridge) -> None:
     run = bridge.scan("--subnet", bridge.lab.network)
     assert run.returncode == 0, run.stderr
     assert f"{bridge.lab.network} x port 3000, arp)" in run.stdout
+
+
+def test_a_segment_that_never_answers_arp_is_swept_with_connects(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Like an overlay that forwards traffic but answers no ARP: nobody replies (arp_ignore
+    8), the poller reaches the nodes through static neighbour entries. Silence must not
+    hide them: the segment is swept with connects instead."""
+    requires_root()
+    lab = NetLab(tmp_path_factory.mktemp("noarp"), network="10.80.5.0/24", prefix="plna")
+    try:
+        hosts = (11, 22)
+        namespaces = [lab.start_node(host, f"quiet{host}") for host in hosts]
+        probe = lab.host("probe", lab.address(42))
+        sh("ip", "netns", "exec", lab.bridge_ns, "sysctl", "-qw", "net.ipv4.conf.heig.arp_ignore=8")
+        for host, ns in zip(hosts, namespaces, strict=True):
+            sh("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.conf.eth0.arp_ignore=8")
+            link = sh("ip", "netns", "exec", ns, "cat", "/sys/class/net/eth0/address").stdout
+            sh("ip", "netns", "exec", probe, "ip", "neigh", "replace", lab.address(host),
+               "lladdr", link.strip(), "dev", "eth0", "nud", "permanent")  # fmt: skip
+        bridge = Bridge(lab, probe)
+        method, found, _ = healthy(bridge.scan("--subnet", lab.network, "--json"))
+        assert method == "arp"
+        assert found == {lab.address(h) for h in hosts}
+    finally:
+        lab.close()
+    assert lab.leftovers() == []
