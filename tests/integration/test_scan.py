@@ -91,7 +91,7 @@ def test_scan_table_is_sorted_with_a_summary(lab: Path) -> None:
     )
     assert rows[0][:4] == ["127.0.1.2", "3000", "ok", "200"]
     assert rows[0][5] == "node-a"
-    assert lines[-1].startswith("30 targets (127.0.1.0/27 x port 3000) in ")
+    assert lines[-1].startswith("30 targets (127.0.1.0/27 x port 3000, connect) in ")
     assert "10 answered, 4 healthy" in lines[-1]
 
 
