@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import shutil
 import signal
 import statistics
@@ -89,6 +90,20 @@ def run_child(argv: Sequence[str], timeout: float = 600.0) -> ChildRun:
         proc.returncode,
         outputs.get("out", ""),
         outputs.get("err", ""),
+    )
+
+
+def process_usage(pid: int) -> tuple[float, float, float]:
+    """(CPU seconds, RSS MiB, peak RSS MiB) of a running process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    status = Path(f"/proc/{pid}/status").read_text()
+    rss = re.search(r"VmRSS:\s+(\d+) kB", status)
+    hwm = re.search(r"VmHWM:\s+(\d+) kB", status)
+    return (
+        cpu,
+        int(rss.group(1)) / 1024 if rss else float("nan"),
+        int(hwm.group(1)) / 1024 if hwm else float("nan"),
     )
 
 

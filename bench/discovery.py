@@ -46,7 +46,7 @@ from common import (
     write_section,
 )
 
-from compose.netlab import NetLab, overflow_lines, sh
+from compose.netlab import NetLab, overflow_lines
 
 ODDNODES = ROOT / "tests" / "support" / "oddnodes.py"
 PLOT = ROOT / "docs" / "discovery-cost.png"
@@ -169,18 +169,7 @@ class DiscoveryLab:
         first, *others = [self.lab.address(h) for h in hosts]
         ns = self.lab.host("members", first)
         for address in others:
-            sh(
-                "ip",
-                "netns",
-                "exec",
-                ns,
-                "ip",
-                "addr",
-                "add",
-                f"{address}/{self.lab.prefixlen}",
-                "dev",
-                "eth0",
-            )
+            self.lab.add_address(ns, address)
         self.lab.start(
             "members",
             ns,

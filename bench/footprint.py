@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 import tempfile
 import time
@@ -29,6 +28,7 @@ from common import (
     exit_cleanly_on_sigterm,
     machine_description,
     markdown_table,
+    process_usage,
     write_section,
 )
 
@@ -47,20 +47,6 @@ CASES = (
 )
 
 
-def usage(pid: int) -> tuple[float, float, float]:
-    """(CPU seconds, RSS MiB, peak RSS MiB) of a running process, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    status = Path(f"/proc/{pid}/status").read_text()
-    rss = re.search(r"VmRSS:\s+(\d+) kB", status)
-    hwm = re.search(r"VmHWM:\s+(\d+) kB", status)
-    return (
-        cpu,
-        int(rss.group(1)) / 1024 if rss else float("nan"),
-        int(hwm.group(1)) / 1024 if hwm else float("nan"),
-    )
-
-
 def measure(
     workdir: Path, name: str, network: str, hosts: tuple[int, ...], interval: float, window: float
 ) -> list[str]:
@@ -75,10 +61,10 @@ def measure(
         lab.start_poller(("POLLER_DISCOVERY__INTERVAL_SECONDS", str(interval)))
         wait_for(lambda: lab.servers() == expected, 120, "every member served")
         pid = lab.procs["poller"].pid
-        cpu_start, _, _ = usage(pid)
+        cpu_start, _, _ = process_usage(pid)
         started = time.monotonic()
         time.sleep(window)  # the measurement window itself, not a synchronisation
-        cpu_end, rss, peak = usage(pid)
+        cpu_end, rss, peak = process_usage(pid)
         elapsed = time.monotonic() - started
         sweeps = lab.metric("poller_sweep_duration_seconds_count", 'kind="discovery"')
         sweep_sum = lab.metric("poller_sweep_duration_seconds_sum", 'kind="discovery"')

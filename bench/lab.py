@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import signal
 import statistics
 import sys
@@ -34,20 +33,12 @@ from common import (
     ensure_private_namespace,
     machine_description,
     markdown_table,
+    process_usage,
     write_section,
 )
 
 from compose.loopback import current_connections, wait_for, wrk_failures
 from compose.netlab import NetLab, overflow_lines
-
-
-def process_usage(pid: int) -> tuple[float, float]:
-    """(CPU seconds, peak RSS MiB) of a running process, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    cpu = (int(fields[11]) + int(fields[12])) / ticks
-    hwm = re.search(r"VmHWM:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
-    return cpu, (int(hwm.group(1)) / 1024 if hwm else float("nan"))
 
 
 def churn(workdir: Path, events: int, path: str) -> list[list[str]]:
@@ -125,7 +116,7 @@ def wide(workdir: Path, network: str, hosts: tuple[int, ...]) -> list[str]:
             wait_for(lambda: lab.servers() >= expected, 600, "every node of the subnet")
         elapsed = time.monotonic() - started
         found = len(lab.servers() & expected)
-        cpu, rss = process_usage(pid)
+        cpu, _, rss = process_usage(pid)
         wait_for(
             lambda: lab.metric("poller_sweep_duration_seconds_count", 'kind="discovery"') >= 1,
             600,

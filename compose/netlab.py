@@ -125,18 +125,7 @@ class NetLab:
         )
         sh("ip", "netns", "exec", self.bridge_ns, "ip", "link", "set", outer, "master", "heig")
         sh("ip", "netns", "exec", self.bridge_ns, "ip", "link", "set", outer, "up")
-        sh(
-            "ip",
-            "netns",
-            "exec",
-            ns,
-            "ip",
-            "addr",
-            "add",
-            f"{address}/{self.prefixlen}",
-            "dev",
-            inner,
-        )
+        self.add_address(ns, address, inner)
         sh("ip", "netns", "exec", ns, "ip", "link", "set", inner, "up")
         if self.fast_arp:
             for key, value in FAST_ARP.items():
@@ -150,6 +139,21 @@ class NetLab:
                     f"net.ipv4.neigh.{inner}.{key}={value}",
                 )
         return ns
+
+    def add_address(self, ns: str, address: str, dev: str = "eth0") -> None:
+        """One more address of the bridge's network on `ns`'s link."""
+        sh(
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            "ip",
+            "addr",
+            "add",
+            f"{address}/{self.prefixlen}",
+            "dev",
+            dev,
+        )
 
     def wrk(self, ns: str, seconds: int, out: Path) -> subprocess.Popen[bytes]:
         """Load through HAProxy's frontend from namespace `ns`; the report goes to `out`."""

@@ -21,7 +21,7 @@ import socket
 import ssl
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sized
+from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -305,8 +305,12 @@ async def sweep(
     concurrency = _raise_fd_limit(concurrency)
     outcome = Sweep(started_at=time.time())
     started = time.perf_counter()
-    queue = targets if isinstance(targets, asyncio.Queue) else None
-    iterator = iter(()) if isinstance(targets, asyncio.Queue) else iter(targets)
+    queue: asyncio.Queue[Target | None] | None = None
+    iterator: Iterator[Target] = iter(())
+    if isinstance(targets, asyncio.Queue):
+        queue = targets
+    else:
+        iterator = iter(targets)
     loop = asyncio.get_running_loop()
     last_address: str | None = None
     last_start = 0.0

@@ -23,16 +23,10 @@ from poller.config import load_settings
 from poller.rendering import context, load_template, render
 from tests.conftest import requires_root
 from tests.integration.test_run import require_haproxy, serves, settled
+from tests.support.processes import haproxy_accepts
 
 A, B, C = "127.0.3.2", "127.0.3.3", "127.0.3.4"
 FAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1")
-
-
-def haproxy_accepts(path: Path) -> bool:
-    run = subprocess.run(
-        ["haproxy", "-c", "-f", str(path)], capture_output=True, text=True, timeout=30
-    )
-    return run.returncode == 0
 
 
 def changes(lab: Lab, result: str) -> float:
@@ -83,7 +77,7 @@ def test_poller_killed_mid_apply_never_leaves_a_broken_config(tmp_path: Path) ->
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     poller.wait(rng.uniform(0.0, 1.2))  # a random moment to die at
             lab.stop("poller", signal.SIGKILL)
-            assert haproxy_accepts(lab.config_path), where
+            haproxy_accepts(lab.config_path, where)
             assert whole_render(lab), where
             assert lab.admin("show info").startswith("Name: HAProxy"), where
     finally:
@@ -146,7 +140,7 @@ def test_config_directory_full_or_read_only(
         wait_for(lambda: expected in lab.log("poller"), 10, "the error in the log")
         assert str(lab.config_path) in lab.log("poller")
         assert lab.config_path.read_bytes() == before  # the live config is untouched
-        assert haproxy_accepts(lab.config_path)
+        haproxy_accepts(lab.config_path)
         assert sorted(p.name for p in small_config_dir.iterdir()) == sorted(
             ["haproxy.cfg", "haproxy.cfg.last-good"] + (["filler"] if filler else [])
         )  # no half-written copies left behind
@@ -157,7 +151,7 @@ def test_config_directory_full_or_read_only(
             subprocess.run(["mount", "-o", "remount,rw", str(small_config_dir)], check=True)
         # Retried with backoff (at most 15 s apart) until the file follows.
         wait_for(lambda: settled(lab, A, B), 20, "the file to follow once space returns")
-        assert haproxy_accepts(lab.config_path)
+        haproxy_accepts(lab.config_path)
     finally:
         lab.close()
 

@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import Processes
-from tests.support.processes import ROOT
+from tests.support.processes import ROOT, haproxy_accepts
 from tests.support.processes import run_poller as poller
 
 WEBAPP = ROOT / "compose" / "webapp" / "app.py"
-
-
-def haproxy_accepts(path: Path) -> None:
-    if shutil.which("haproxy") is None:
-        pytest.fail("haproxy is not installed; .ci/run installs it")
-    check = subprocess.run(["haproxy", "-c", "-f", str(path)], capture_output=True, text=True)
-    assert check.returncode == 0, check.stdout + check.stderr
 
 
 def test_render_is_deterministic_and_valid(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 import sys
@@ -9,9 +10,21 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
+
 from compose.loopback import stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def haproxy_accepts(path: Path, context: str = "") -> None:
+    """`haproxy -c` accepts the config at `path`; else fail with HAProxy's message."""
+    if shutil.which("haproxy") is None:
+        pytest.fail("haproxy is not installed; .ci/run installs it")
+    check = subprocess.run(
+        ["haproxy", "-c", "-f", str(path)], capture_output=True, text=True, timeout=30
+    )
+    assert check.returncode == 0, f"{context} {check.stdout}{check.stderr}".strip()
 
 
 def bench_rows(script: str, prefix: str, timeout: float) -> list[list[str]]:

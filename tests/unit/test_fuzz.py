@@ -6,7 +6,6 @@ README ("Development")."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import tempfile
 from pathlib import Path
@@ -19,8 +18,8 @@ from hypothesis import strategies as st
 
 from poller.config import Settings, load_settings
 from poller.errors import ConfigError
-from poller.probing import MAX_IDENTITY_CHARS, Outcome, ProbeResult, _request, make_client
-from poller.targets import Target
+from poller.probing import MAX_IDENTITY_CHARS, Outcome
+from tests.unit.test_probing import classify
 
 SECTIONS = ["discovery", "probe", "pool", "guard", "haproxy", "status", "state", "bogus"]
 FIELDS = [
@@ -94,7 +93,6 @@ def test_any_environment_loads_or_names_the_variable(environ: dict[str, str]) ->
     assert isinstance(outcome, Settings) or outcome.where
 
 
-TARGET = Target("10.0.0.7", 3000)
 identities = st.one_of(
     st.none(),
     st.booleans(),
@@ -115,22 +113,11 @@ header_values = st.text(
 
 
 def answer_with(status: int, headers: list[tuple[str, str]], body: bytes, **probe: Any) -> Any:
-    settings = load_settings(None, environ={}, overrides={"probe": probe}).probe
-
     def handler(request: httpx.Request) -> httpx.Response:
         raw = [(name, value.encode("latin-1")) for name, value in headers]  # as on the wire
         return httpx.Response(status, headers=raw, stream=httpx.ByteStream(body))
 
-    def result(
-        outcome: Outcome, status: int | None = None, identity: str | None = None, detail: str = ""
-    ) -> ProbeResult:
-        return ProbeResult(TARGET, outcome, True, 0.0, status, identity, detail)
-
-    async def go() -> ProbeResult:
-        async with make_client(settings, 1, httpx.MockTransport(handler)) as client:
-            return await _request(client, settings, TARGET, result)
-
-    return asyncio.run(go())
+    return classify(handler, **probe)
 
 
 @given(
