@@ -7,12 +7,12 @@ PY      = $(VENV)/bin/python
 
 demo: venv                ## a local demo lab on 127.0.0.0/8 (Ctrl-C stops it all)
 	@scripts/ensure-haproxy
-	$(PY) compose/demo.py
+	$(PY) -m tests.support.demo
 
 demo-netns: venv          ## the same demo in network namespaces (root)
 	@scripts/ensure-haproxy
 	@[ "$$(id -u)" -eq 0 ] || { echo "the namespace lab needs root: sudo make demo-netns"; exit 1; }
-	scripts/in-private-netns $(PY) compose/netlab.py
+	scripts/in-private-netns $(PY) -m tests.support.netlab
 
 test: venv                ## the whole suite, inside a private network namespace
 	scripts/in-private-netns $(PY) -m pytest $(PYTEST_ARGS)
@@ -21,6 +21,7 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy --strict poller
+	$(VENV)/bin/lint-imports
 
 venv: $(VENV)/.installed
 
@@ -44,13 +45,13 @@ lock:                     ## re-pin requirements*.lock from pyproject.toml
 
 bench: venv               ## the benchmarks (minutes); results in docs/BENCHMARKS.md
 	@scripts/ensure-packages haproxy wrk nmap
-	scripts/in-private-netns $(PY) bench/scan.py
-	scripts/in-private-netns $(PY) bench/churn.py
-	scripts/in-private-netns $(PY) bench/status.py
+	scripts/in-private-netns $(PY) -m bench.scan
+	scripts/in-private-netns $(PY) -m bench.churn
+	scripts/in-private-netns $(PY) -m bench.status
 	@if [ "$$(id -u)" -eq 0 ]; then \
-	   scripts/in-private-netns $(PY) bench/lab.py && \
-	   scripts/in-private-netns $(PY) bench/discovery.py && \
-	   scripts/in-private-netns $(PY) bench/footprint.py; \
+	   scripts/in-private-netns $(PY) -m bench.lab && \
+	   scripts/in-private-netns $(PY) -m bench.discovery && \
+	   scripts/in-private-netns $(PY) -m bench.footprint; \
 	 else echo "bench/lab.py, discovery.py, footprint.py need root (namespaces): sudo make bench"; fi
 
 clean:

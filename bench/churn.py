@@ -16,8 +16,8 @@ HAProxy restarted with `-sf <old pid>` on every membership event, as its Serf ha
 did; the handler fires at the instant of the event (kinder than Serf, whose gossip and
 failure detection take seconds). Runs in a private network namespace.
 
-    python bench/churn.py            # 20 events of each kind per path; rewrites docs/BENCHMARKS.md
-    python bench/churn.py --smoke    # 2 events, runtime path only, prints only
+    python -m bench.churn            # 20 events of each kind per path; rewrites docs/BENCHMARKS.md
+    python -m bench.churn --smoke    # 2 events, runtime path only, prints only
 """
 
 from __future__ import annotations
@@ -33,18 +33,15 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from common import (
+from bench.common import (
     ensure_packages,
     ensure_private_namespace,
     machine_description,
     markdown_table,
     write_section,
 )
-
-from compose.loopback import Lab, current_connections, stop_process, wait_for, wrk_failures
+from tests.support.labs import current_connections, stop_process, wait_for, wrk_failures
+from tests.support.loopback import Lab
 
 BASE = ("127.0.5.2", "127.0.5.3")
 SETTINGS = {
@@ -270,7 +267,7 @@ def main() -> None:
     write_section(
         "churn",
         "## `poller run` under load: joins, leaves, deaths (issues 3 and 5)\n\n"
-        f"Machine: {machine_description()}. Command: `python bench/churn.py` (in a private "
+        f"Machine: {machine_description()}. Command: `python -m bench.churn` (in a private "
         "network namespace, loopback). HAProxy 2.6 master-worker, checks `inter 500ms fall 2`; "
         "poller interval 1 s, rise interval 0.1 s, discovery 1 s, rise 2, fall 2, "
         "probe timeout 0.3 s. Two base "

@@ -11,8 +11,8 @@
    10 live nodes) and against the number of live members (1 to 200 on a /24, served by
    one process holding every address), as a table and docs/discovery-cost.png.
 
-    sudo python bench/discovery.py            # rewrites its sections of docs/BENCHMARKS.md
-    sudo python bench/discovery.py --smoke    # /24 and /22, 1 round, prints only
+    sudo python -m bench.discovery            # rewrites its sections of docs/BENCHMARKS.md
+    sudo python -m bench.discovery --smoke    # /24 and /22, 1 round, prints only
 """
 
 from __future__ import annotations
@@ -29,11 +29,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import yaml
-from common import (
+
+from bench.common import (
     ROOT,
     ChildRun,
     ensure_packages,
@@ -45,8 +43,7 @@ from common import (
     run_child,
     write_section,
 )
-
-from compose.netlab import NetLab, overflow_lines
+from tests.support.netlab import NetLab, overflow_lines
 
 ODDNODES = ROOT / "tests" / "support" / "oddnodes.py"
 PLOT = ROOT / "docs" / "discovery-cost.png"
@@ -358,7 +355,7 @@ def main() -> None:
     write_section(
         "discovery",
         "## Discovery against nmap, in the namespace lab (issue 5)\n\n"
-        f"Machine: {machine_description()}. Command: `sudo python bench/discovery.py` "
+        f"Machine: {machine_description()}. Command: `sudo python -m bench.discovery` "
         f"({rounds} rounds, tools alternating within each round). Each bridge holds 10 live "
         "web nodes spread over the subnet, one host that accepts and never answers, one "
         "host with port 3000 closed, the gateway, and the probe namespace every tool runs "

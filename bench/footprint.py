@@ -4,25 +4,24 @@ The compose stack as shipped (config/poller.yaml: every member probed each secon
 subnet swept each second) on a /24 with 5 members, and a /16 with 20 members at the
 Swarm config's discovery pace (config/poller-swarm.yaml: a sweep every 30 s). Once HAProxy
 serves every member, the poller's CPU time is read from /proc over a fixed window: the
-share of one core it used, its resident memory at the end, and its peak.
+share of one core it used, its resident memory at the end, and its peak; and the TCP
+connections over the window: those the poller made per member per second (its
+namespace's ActiveOpens: in steady state it connects to nothing but its members) and
+those each member accepted per second (PassiveOpens: HAProxy's own checks included).
 
-    sudo python bench/footprint.py            # 60 s windows; rewrites docs/BENCHMARKS.md
-    sudo python bench/footprint.py --smoke    # the /24 only, a 5 s window, prints only
+    sudo python -m bench.footprint            # 60 s windows; rewrites docs/BENCHMARKS.md
+    sudo python -m bench.footprint --smoke    # the /24 only, a 5 s window, prints only
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from common import (
+from bench.common import (
     ensure_packages,
     ensure_private_namespace,
     exit_cleanly_on_sigterm,
@@ -31,9 +30,8 @@ from common import (
     process_usage,
     write_section,
 )
-
-from compose.loopback import wait_for
-from compose.netlab import NetLab, overflow_lines
+from tests.support.labs import wait_for
+from tests.support.netlab import NetLab, overflow_lines
 
 CASES = (
     # name, network, member hosts, discovery interval (s)
@@ -55,17 +53,24 @@ def measure(
     try:
         lab.start_haproxy()
         expected = set()
+        members = []
         for index, host in enumerate(hosts):
-            lab.start_node(host, f"m{index}")
+            members.append(lab.start_node(host, f"m{index}"))
             expected.add(lab.address(host))
         lab.start_poller(("POLLER_DISCOVERY__INTERVAL_SECONDS", str(interval)))
         wait_for(lambda: lab.servers() == expected, 120, "every member served")
         pid = lab.procs["poller"].pid
+        made = lab.tcp_counter(lab.poller_ns, "ActiveOpens")
+        accepted = [lab.tcp_counter(ns, "PassiveOpens") for ns in members]
         cpu_start, _, _ = process_usage(pid)
         started = time.monotonic()
         time.sleep(window)  # the measurement window itself, not a synchronisation
         cpu_end, rss, peak = process_usage(pid)
         elapsed = time.monotonic() - started
+        made = lab.tcp_counter(lab.poller_ns, "ActiveOpens") - made
+        accepted = [
+            lab.tcp_counter(ns, "PassiveOpens") - a for ns, a in zip(members, accepted, strict=True)
+        ]
         sweeps = lab.metric("poller_sweep_duration_seconds_count", 'kind="discovery"')
         sweep_sum = lab.metric("poller_sweep_duration_seconds_sum", 'kind="discovery"')
     finally:
@@ -77,6 +82,8 @@ def measure(
         f"{rss:.0f}",
         f"{peak:.0f}",
         f"{sweep_sum / sweeps:.2f}" if sweeps else "-",
+        f"{made / len(hosts) / elapsed:.2f}",
+        f"{max(accepted) / elapsed:.2f}",
         str(overflow_lines() - before),
     ]
 
@@ -106,6 +113,8 @@ def main() -> None:
             "RSS MiB",
             "peak RSS MiB",
             "mean sweep s",
+            "poller conns/s per member",
+            "conns/s accepted per member (max)",
             "overflow lines",
         ],
         rows,
@@ -115,12 +124,15 @@ def main() -> None:
         return
     write_section(
         "footprint",
-        "## The daemon's footprint at steady state (issue 5)\n\n"
-        f"Machine: {machine_description()}. Command: `sudo python bench/footprint.py`. "
+        "## The daemon's footprint at steady state (issues 5, 12)\n\n"
+        f"Machine: {machine_description()}. Command: `sudo python -m bench.footprint`. "
         "The namespace lab with config/poller.yaml (members probed every second, rise "
         "interval 0.1 s); the /16 case sweeps every 30 s, as config/poller-swarm.yaml does. "
         "Measured from /proc over the window once HAProxy served every member; `mean "
-        "sweep s` is the mean discovery sweep since the start (ARP pre-sweep + HTTP).\n\n" + table,
+        "sweep s` is the mean discovery sweep since the start (ARP pre-sweep + HTTP). "
+        "Connections: the poller namespace's ActiveOpens per member per second (the goal: at "
+        "most 1 at the shipped defaults), and the most any member accepted per second, "
+        "HAProxy's own checks (2 per second at `inter 500ms`) included.\n\n" + table,
     )
 
 

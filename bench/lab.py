@@ -7,28 +7,23 @@
    serves them all, found/missed, the discovery sweep's duration, the poller's CPU seconds
    and peak RSS over that time, and the kernel log's neighbour-table overflow lines.
 
-    sudo python bench/lab.py            # rewrites the lab section of docs/BENCHMARKS.md
-    sudo python bench/lab.py --smoke    # 2 events, runtime path, a /20, prints only
+    sudo python -m bench.lab            # rewrites the lab section of docs/BENCHMARKS.md
+    sudo python -m bench.lab --smoke    # 2 events, runtime path, a /20, prints only
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import contextlib
-
-from churn import percentile
-from common import (
+from bench.churn import percentile
+from bench.common import (
     ensure_packages,
     ensure_private_namespace,
     machine_description,
@@ -36,9 +31,8 @@ from common import (
     process_usage,
     write_section,
 )
-
-from compose.loopback import current_connections, wait_for, wrk_failures
-from compose.netlab import NetLab, overflow_lines
+from tests.support.labs import current_connections, wait_for, wrk_failures
+from tests.support.netlab import NetLab, overflow_lines
 
 
 def churn(workdir: Path, events: int, path: str) -> list[list[str]]:
@@ -183,7 +177,7 @@ def main() -> None:
     write_section(
         "lab",
         "## The compose stack in the namespace lab (issues 4 and 5)\n\n"
-        f"Machine: {machine_description()}. Command: `sudo python bench/lab.py`. "
+        f"Machine: {machine_description()}. Command: `sudo python -m bench.lab`. "
         "config/poller.yaml as shipped (interval 1 s, rise interval 0.1 s, discovery 1 s, "
         "rise 2, fall 2), `retry-on` enabled; lab links resolve addresses with one 100 ms "
         "try. Join: node answering -> HAProxy serving it; stops: signal -> HAProxy no longer "

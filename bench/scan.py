@@ -6,8 +6,8 @@ wait4; the sweep's own duration from its JSON. Sizes alternate within each round
 see the same machine noise. Runs inside a private network namespace (re-executes itself
 in one), so all traffic stays on its own loopback.
 
-    python bench/scan.py            # 5 rounds, rewrites the scan section of docs/BENCHMARKS.md
-    python bench/scan.py --smoke    # tiny sizes, one round, prints only (used by the tests)
+    python -m bench.scan            # 5 rounds, rewrites the scan section of docs/BENCHMARKS.md
+    python -m bench.scan --smoke    # tiny sizes, one round, prints only (used by the tests)
 """
 
 from __future__ import annotations
@@ -19,11 +19,8 @@ import signal
 import subprocess
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import (
+from bench.common import (
     WEBAPP,
     ensure_private_namespace,
     machine_description,
@@ -141,7 +138,7 @@ def main() -> None:
         "scan",
         "## `poller scan` on loopback (issue 2)\n\n"
         f"Machine: {machine_description()}. Command: `make bench` (or "
-        "`python bench/scan.py`), in a private network namespace. Medians of "
+        "`python -m bench.scan`), in a private network namespace. Medians of "
         f"{rounds} rounds, sizes alternating. wall/CPU/RSS are the whole `poller scan` "
         "process (interpreter start and imports included); sweep is the sweep alone. "
         "Loopback refuses closed ports at once, so this measures poller's own cost, not "

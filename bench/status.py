@@ -1,11 +1,11 @@
 """Benchmark the status page and its endpoints with 500 members (issue 7).
 
-A real `Daemon` status server on loopback, its pool filled with 500 members (each with 30
-probe latencies), 200 events and 20 HAProxy changes; each endpoint is fetched repeatedly
-over real sockets. Target: every endpoint answers within 50 ms.
+The daemon's real status server and views on loopback, serving a snapshot of 500 members
+(each with 30 probe latencies), 200 events and 20 HAProxy changes; each endpoint is
+fetched repeatedly over real sockets. Target: every endpoint answers within 50 ms.
 
-    python bench/status.py            # 200 requests each; rewrites docs/BENCHMARKS.md
-    python bench/status.py --smoke    # 20 requests each, prints only
+    python -m bench.status            # 200 requests each; rewrites docs/BENCHMARKS.md
+    python -m bench.status --smoke    # 20 requests each, prints only
 """
 
 from __future__ import annotations
@@ -13,66 +13,48 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
 import threading
 import time
 import urllib.request
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from churn import percentile
-from common import ensure_private_namespace, machine_description, markdown_table, write_section
-
-from compose.loopback import free_port
-from poller.config import load_settings
-from poller.pools import Event, EventKind, LastProbe, Member, Pool, State
-from poller.runner import Daemon
+from bench.churn import percentile
+from bench.common import (
+    ensure_private_namespace,
+    machine_description,
+    markdown_table,
+    write_section,
+)
+from poller import views
+from poller.endpoints import Endpoint
+from poller.history import History
+from poller.metrics import Metrics
+from poller.pools import Event, EventKind, LastProbe, Member, State
 from poller.status import StatusServer
+from tests.support.labs import free_port
 
 MEMBERS = 500
 
 
-def filled_daemon(port: int) -> Daemon:
-    settings = load_settings(
-        None,
-        environ={},
-        overrides={
-            "discovery": {"subnets": ["127.0.8.0/23"]},
-            "status": {"listen": f"127.0.0.1:{port}"},
-        },
-    )
-    daemon = Daemon(settings, lambda: settings)
-    now = time.monotonic()
-    members = {}
+def filled_snapshot() -> views.Snapshot:
+    now, wall = time.monotonic(), time.time()
+    history = History()
+    members = []
     for i in range(MEMBERS):
-        address = f"127.0.{8 + i // 254}.{1 + i % 254}"
+        endpoint = Endpoint(f"127.0.{8 + i // 254}.{1 + i % 254}", 3000)
         state = (State.UP, State.UP, State.UP, State.RISING, State.FALLING, State.DOWN)[i % 6]
-        member = Member(
-            address,
-            3000,
-            f"container-{i:04x}",
-            state,
-            2,
-            0,
-            now - i,
-            LastProbe(now, "ok", 1.5, 200),
-        )
-        members[member.key] = member
+        last = LastProbe(now, "ok", 1.5, 200)
+        members.append(Member(endpoint, f"container-{i:04x}", state, 2, 0, now - i, last))
         for j in range(30):
-            daemon.history.probe(member.key, None if j % 11 == 0 else 1.0 + (i + j) % 7)
-    daemon.pool = Pool(members)
-    wall = time.time()
-    daemon.history.member_events(
+            history.probe(endpoint, None if j % 11 == 0 else 1.0 + (i + j) % 7)
+    history.member_events(
         [
-            Event(EventKind.UP, f"127.0.8.{1 + i % 254}", 3000, now, f"container-{i:04x}")
+            Event(EventKind.UP, Endpoint(f"127.0.8.{1 + i % 254}", 3000), now, f"container-{i:04x}")
             for i in range(200)
         ],
         wall,
     )
     for i in range(20):
-        daemon.history.change(
+        history.change(
             {
                 "method": "runtime",
                 "result": "ok",
@@ -82,12 +64,34 @@ def filled_daemon(port: int) -> Daemon:
                 "at": wall,
             }
         )
-    return daemon
+    return views.Snapshot(
+        mono=now,
+        wall=wall,
+        members=members,
+        latencies=history.latencies,
+        discovery={
+            "subnets": ["127.0.8.0/23"],
+            "ports": [3000],
+            "targets": 510,
+            "method": "connect",
+            "interval_seconds": 1.0,
+            "last_sweep": None,
+            "next_sweep_at": None,
+        },
+        live=frozenset(m.endpoint for m in members if m.serving),
+        changes=list(history.changes),
+        events=list(history.events),
+        stats_port=1936,
+        started_mono=now,
+    )
 
 
-def serve(daemon: Daemon, ready: threading.Event, stop: threading.Event) -> None:
+def serve(port: int, ready: threading.Event, stop: threading.Event) -> None:
+    snapshot = filled_snapshot()
+
     async def main() -> None:
-        server = StatusServer(daemon.settings.status.listen, daemon._routes())
+        routes = views.routes(lambda: snapshot, Metrics().registry)
+        server = StatusServer(f"127.0.0.1:{port}", routes)
         await server.start()
         ready.set()
         await asyncio.to_thread(stop.wait)
@@ -104,9 +108,8 @@ def main() -> None:
     ensure_private_namespace()
     requests = 20 if args.smoke else args.requests
     port = free_port()
-    daemon = filled_daemon(port)
     ready, stop = threading.Event(), threading.Event()
-    thread = threading.Thread(target=serve, args=(daemon, ready, stop), daemon=True)
+    thread = threading.Thread(target=serve, args=(port, ready, stop), daemon=True)
     thread.start()
     if not ready.wait(10):
         raise SystemExit("bench: the status server did not start")
@@ -141,7 +144,7 @@ def main() -> None:
     write_section(
         "status",
         "## The status page with 500 members (issue 7)\n\n"
-        f"Machine: {machine_description()}. Command: `python bench/status.py`. A real status "
+        f"Machine: {machine_description()}. Command: `python -m bench.status`. A real status "
         f"server on loopback, {MEMBERS} members with 30 probe latencies each, 200 events, "
         f"20 HAProxy changes; {requests} sequential requests per endpoint, each a new "
         "connection. Target: under 50 ms.\n\n" + table,

@@ -8,24 +8,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import json
 import logging
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from poller import __version__, logs
 from poller.config import Settings, load_settings
+from poller.endpoints import Endpoint
 from poller.errors import ConfigError, PollerError, SweepError
 from poller.files import write_atomic
+from poller.probing import Prober
 from poller.reports import scan_json, scan_table, summary_line
+from poller.results import Sweep
 from poller.sweeping import discover, resolve
-
-if TYPE_CHECKING:  # rendering (Jinja2) is imported only by the commands that render
-    from poller.rendering import Server
 
 log = logging.getLogger("poller")
 
@@ -97,6 +95,12 @@ def _build_parser() -> argparse.ArgumentParser:
         "--member", action="append", default=[], metavar="IP:PORT", help="repeatable"
     )
     render.add_argument("--output", type=Path, metavar="FILE", help="write it here, atomically")
+    render.add_argument(
+        "--keep-valid",
+        action="store_true",
+        help="with --output: leave FILE as it is when it exists and `haproxy -c` accepts it "
+        "(an init step that may run again must not empty a live backend)",
+    )
 
     check = commands.add_parser(
         "check-config", parents=[common], help="validate the configuration and exit"
@@ -122,16 +126,16 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 def _scan(args: argparse.Namespace, settings: Settings) -> int:
     resolved = resolve(settings.discovery)
-    found = asyncio.run(
-        discover(resolved, settings.probe, settings.discovery.concurrency, keep_all=args.all)
-    )
+
+    async def sweep() -> Sweep:
+        async with Prober(settings.probe, settings.discovery.concurrency) as prober:
+            return await discover(resolved, prober, keep_all=args.all)
+
+    found = asyncio.run(sweep())
     if found.failure is not None:
         raise SweepError(f"sweep failed, its results mean nothing: {found.failure}")
     if args.render:
-        from poller.rendering import Server
-
-        servers = [Server(r.target.address, r.target.port) for r in found.healthy]
-        _emit_config(settings, servers, args.output)
+        _emit_config(settings, [r.endpoint for r in found.healthy], args.output)
         print(summary_line(resolved, found), file=sys.stderr)
     elif args.json:
         sys.stdout.write(json.dumps(scan_json(resolved, found), indent=2) + "\n")
@@ -140,7 +144,7 @@ def _scan(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-def _emit_config(settings: Settings, servers: list[Server], output: Path | None) -> None:
+def _emit_config(settings: Settings, servers: list[Endpoint], output: Path | None) -> None:
     from poller.rendering import context, load_template, render
 
     template = load_template(settings.haproxy.template)
@@ -151,26 +155,47 @@ def _emit_config(settings: Settings, servers: list[Server], output: Path | None)
         write_atomic(output, text.encode())
 
 
-def _parse_member(text: str) -> Server:
-    from poller.rendering import Server
-
-    match = re.fullmatch(r"\[?([0-9A-Fa-f:.]+?)\]?:(\d{1,5})", text.strip())
+def _parse_member(text: str) -> Endpoint:
     try:
-        if match is None:
-            raise ValueError("expected IP:PORT (or [IPv6]:PORT)")
-        address = str(ipaddress.ip_address(match.group(1)))
-        port = int(match.group(2))
-        if not 1 <= port <= 65535:
-            raise ValueError("port must be 1-65535")
+        return Endpoint.parse(text)
     except ValueError as exc:
         raise ConfigError(f"command line (--member {text!r})", str(exc)) from None
-    return Server(address, port)
 
 
 def _render(args: argparse.Namespace, settings: Settings) -> int:
     servers = [_parse_member(text) for text in args.member]
+    if args.keep_valid and _still_valid(settings, args.output):
+        log.info("kept the existing config: haproxy -c accepts it", extra=_path(args.output))
+        return EXIT_OK
     _emit_config(settings, servers, args.output)
     return EXIT_OK
+
+
+def _still_valid(settings: Settings, path: Path) -> bool:
+    """`path` holds a config HAProxy accepts (absent, empty or rejected: False). A checker
+    that cannot run at all is an error, not a reason to overwrite a live config."""
+    from poller.errors import ConfigRejected
+    from poller.haproxy.configs import validate
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return False
+    except (OSError, UnicodeDecodeError) as exc:
+        log.warning("existing config unreadable; rewriting it", extra=_path(path, error=str(exc)))
+        return False
+    if not text.strip():
+        return False
+    try:
+        asyncio.run(validate(settings.haproxy.binary, text, path))
+    except ConfigRejected as exc:
+        log.warning("existing config rejected; rewriting it", extra=_path(path, error=str(exc)))
+        return False
+    return True
+
+
+def _path(path: Path, **more: str) -> dict[str, Any]:
+    return {"fields": {"path": str(path), **more}}
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
@@ -196,7 +221,10 @@ def _check_config(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _build_parser().parse_args(argv)
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "render" and args.keep_valid and args.output is None:
+        parser.error("--keep-valid needs --output")
     logs.configure(args.log_level)
     try:
         settings = load_settings(args.config, overrides=_overrides(args))

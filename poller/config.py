@@ -344,8 +344,23 @@ class HAProxySettings(_Section):
         description="Template: `retry-on all-retryable-errors`. Replays requests that "
         "failed on a dying node: only safe for idempotent apps.",
     )
+    connect_timeout_ms: int = Field(
+        default=200,
+        ge=10,
+        le=60000,
+        description="Template: `timeout connect`. Also the connect timeout of HAProxy's own "
+        "checks and its retry turn-around: on a container network a connect takes well under "
+        "a millisecond, so 200 ms tells a vanished container (no RST, just silence) within "
+        "a check; raise it for remote or routed servers.",
+    )
     check_interval_ms: int = Field(
         default=500, ge=10, description="HAProxy's own check of each server: `inter`."
+    )
+    check_fastinter_ms: int = Field(
+        default=100,
+        ge=10,
+        description="HAProxy's own check: `fastinter`, the pace while a server changes state, "
+        "so a dead one is marked DOWN within about a second.",
     )
     check_fall: int = Field(default=2, ge=1, description="HAProxy's own check: `fall`.")
     check_rise: int = Field(default=1, ge=1, description="HAProxy's own check: `rise`.")
@@ -374,6 +389,14 @@ class HAProxySettings(_Section):
     )
     min_reload_gap_seconds: float = Field(
         default=5.0, ge=0, description="At least this long between two reloads."
+    )
+    reconcile_interval_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="Bring HAProxy in step this often even when the pool did not change "
+        "(catches a restarted HAProxy and hand edits); /healthz is 503 after three of these "
+        "without HAProxy brought or found in step.",
     )
 
     @model_validator(mode="after")

@@ -45,6 +45,10 @@ class ConfigRejected(HAProxyError):
     """`haproxy -c` rejected a rendered config; the message is HAProxy's own."""
 
 
+class CheckUnavailable(HAProxyError):
+    """`haproxy -c` could not be run at all (no binary, or it hung): nothing was checked."""
+
+
 class ReloadFailed(HAProxyError):
     """A master-worker reload did not take; the last known good config was restored."""
 
@@ -55,3 +59,7 @@ class InstallError(PollerError):
 
 class StateError(PollerError):
     """The persisted pool state is unreadable or corrupt."""
+
+
+class DaemonFailed(PollerError):
+    """One of `poller run`'s long-lived tasks ended: the daemon cannot go on."""

@@ -13,23 +13,23 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 from poller.config import GuardSettings
-from poller.rendering import Server
+from poller.endpoints import Endpoint
 
 
 @dataclass(frozen=True)
 class Hold:
-    held: frozenset[Server]
+    held: frozenset[Endpoint]
     reason: str
     since: float
 
 
 def guard(
-    desired: Collection[Server],
-    live: Collection[Server],
+    desired: Collection[Endpoint],
+    live: Collection[Endpoint],
     settings: GuardSettings,
     now: float,
     previous: Hold | None,
-) -> tuple[frozenset[Server], Hold | None]:
+) -> tuple[frozenset[Endpoint], Hold | None]:
     """What to apply: `desired`, plus the removals the guard holds (and the hold, if any)."""
     wanted, current = frozenset(desired), frozenset(live)
     removed = current - wanted

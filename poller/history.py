@@ -12,8 +12,9 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
-from poller.pools import Event, EventKind, Key
-from poller.probing import Sweep
+from poller.endpoints import Endpoint
+from poller.pools import Event, EventKind
+from poller.results import Sweep
 
 LATENCIES_PER_MEMBER = 30
 EVENTS = 200
@@ -25,17 +26,17 @@ SHOWN_EVENTS = frozenset(
 
 class History:
     def __init__(self) -> None:
-        self.latencies: dict[Key, deque[float | None]] = {}
+        self.latencies: dict[Endpoint, deque[float | None]] = {}
         self.events: deque[dict[str, Any]] = deque(maxlen=EVENTS)
         self.changes: deque[dict[str, Any]] = deque(maxlen=CHANGES)
         self.last_sweep: dict[str, Any] | None = None
 
-    def probe(self, key: Key, latency_ms: float | None) -> None:
+    def probe(self, key: Endpoint, latency_ms: float | None) -> None:
         """One probe of a member: its latency, or None when it failed."""
         ring = self.latencies.setdefault(key, deque(maxlen=LATENCIES_PER_MEMBER))
         ring.append(latency_ms)
 
-    def keep_only(self, keys: Iterable[Key]) -> None:
+    def keep_only(self, keys: Iterable[Endpoint]) -> None:
         present = set(keys)
         for key in [k for k in self.latencies if k not in present]:
             del self.latencies[key]
@@ -47,7 +48,7 @@ class History:
                     {
                         "at": wall_now,
                         "kind": str(event.kind),
-                        "member": f"{event.address}:{event.port}",
+                        "member": str(event.endpoint),
                         "identity": event.identity,
                         "previous_identity": event.previous_identity,
                         "reason": event.reason,
@@ -76,6 +77,7 @@ class History:
             "duration_seconds": round(found.duration_seconds, 3),
             "targets": found.targets,
             "answered": sum(1 for r in found.results if r.connected),
+            "known": found.known,
             "healthy": len(found.healthy),
             "failure": found.failure,
         }

@@ -69,5 +69,22 @@ class Metrics:
         self.haproxy_up = Gauge(
             "poller_haproxy_up", "1 when HAProxy's runtime API answered last time.", registry=r
         )
+        self.haproxy_in_step = Gauge(
+            "poller_haproxy_last_in_step_timestamp_seconds",
+            "Unix time HAProxy was last brought or confirmed in step with the pool.",
+            registry=r,
+        )
+        self.sweep_overruns = Counter(
+            "poller_sweep_overruns_total",
+            "Sweeps that took longer than their interval (the next one ran back to back).",
+            ["kind"],
+            registry=r,
+        )
+        self.task_failures = Counter(
+            "poller_task_failures_total",
+            "Unexpected exceptions in the daemon's tasks (logged at ERROR with a traceback).",
+            ["task"],
+            registry=r,
+        )
         self.build = Gauge("poller_build_info", "Build information.", ["version"], registry=r)
         self.build.labels(version=__version__).set(1)

@@ -1,7 +1,7 @@
 """The pool: who is in, who is rising, who is falling. Pure: time comes in as `now`.
 
-A member is keyed by (address, port). A candidate joins (UP) after `rise` successes in
-a row; a member leaves (DOWN) after `fall` failures in a row. A success that reports a
+A member is keyed by its endpoint (address, port). A candidate joins (UP) after `rise`
+successes in a row; a member leaves (DOWN) after `fall` failures in a row. A success that reports a
 different identity at the same address:port is another node (Docker reuses addresses):
 the old member leaves at once and the new one starts rising. A target that has never
 succeeded leaves no trace, so sweeping a /16 of empty addresses costs no memory here.
@@ -12,12 +12,11 @@ This module must not do I/O, read a clock or know about probes' transport: it is
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-Key = tuple[str, int]
+from poller.endpoints import Endpoint
 
 
 class State(StrEnum):
@@ -41,17 +40,12 @@ class EventKind(StrEnum):
 
 @dataclass(frozen=True)
 class Observation:
-    address: str
-    port: int
+    endpoint: Endpoint
     healthy: bool
     identity: str | None = None
     outcome: str = ""
     latency_ms: float | None = None
     status: int | None = None
-
-    @property
-    def key(self) -> Key:
-        return (self.address, self.port)
 
 
 @dataclass(frozen=True)
@@ -64,18 +58,13 @@ class LastProbe:
 
 @dataclass(frozen=True)
 class Member:
-    address: str
-    port: int
+    endpoint: Endpoint
     identity: str | None
     state: State
     successes: int  # in a row
     failures: int  # in a row
     since: float  # when `state` was entered
     last: LastProbe
-
-    @property
-    def key(self) -> Key:
-        return (self.address, self.port)
 
     @property
     def serving(self) -> bool:
@@ -85,8 +74,7 @@ class Member:
 @dataclass(frozen=True)
 class Event:
     kind: EventKind
-    address: str
-    port: int
+    endpoint: Endpoint
     at: float
     identity: str | None = None
     previous_identity: str | None = None
@@ -106,19 +94,18 @@ class Rules:
 
 @dataclass(frozen=True)
 class Pool:
-    members: Mapping[Key, Member] = field(default_factory=dict)
+    members: Mapping[Endpoint, Member] = field(default_factory=dict)
 
     def serving(self) -> list[Member]:
-        """The members that should take traffic, in a stable order (address, port)."""
-        return sorted((m for m in self.members.values() if m.serving), key=member_order)
+        """The members that should take traffic, in the endpoint order."""
+        return sorted((m for m in self.members.values() if m.serving), key=_endpoint)
 
     def all(self) -> list[Member]:
-        return sorted(self.members.values(), key=member_order)
+        return sorted(self.members.values(), key=_endpoint)
 
 
-def member_order(member: Member) -> tuple[int, int, int]:
-    address = ipaddress.ip_address(member.address)
-    return address.version, int(address), member.port
+def _endpoint(member: Member) -> Endpoint:
+    return member.endpoint
 
 
 def step(
@@ -128,12 +115,12 @@ def step(
     members = dict(pool.members)
     events: list[Event] = []
     for seen in observations:
-        member = members.get(seen.key)
+        member = members.get(seen.endpoint)
         updated = _advance(member, seen, now, rules, events)
         if updated is None:
-            members.pop(seen.key, None)
+            members.pop(seen.endpoint, None)
         else:
-            members[seen.key] = updated
+            members[seen.endpoint] = updated
     for key, member in list(members.items()):
         if member.state is State.DOWN and now - member.since >= rules.forget_after_seconds:
             del members[key]
@@ -150,8 +137,7 @@ def _event(
 ) -> Event:
     return Event(
         kind,
-        member.address,
-        member.port,
+        member.endpoint,
         now,
         identity=member.identity,
         previous_identity=previous_identity,
@@ -180,7 +166,7 @@ def _advance(
     if member is None:
         if not seen.healthy:
             return None
-        fresh = Member(seen.address, seen.port, seen.identity, State.RISING, 1, 0, now, last)
+        fresh = Member(seen.endpoint, seen.identity, State.RISING, 1, 0, now, last)
         events.append(_event(EventKind.CANDIDATE, fresh, now))
         return _rise_if_ready(fresh, now, rules, events)
 

@@ -1,13 +1,20 @@
-"""Asking targets over HTTP whether they are healthy: the sweep.
+"""Asking endpoints over HTTP whether they are healthy: the Prober.
 
-Each probe is one bounded coroutine: a plain non-blocking TCP connect first (cheap, and
-it tells refused / unreachable / silent apart without HTTP machinery), then, only where
-the port is open, one HTTP request through the shared `httpx.AsyncClient`. One hard
-deadline covers both. Redirects are never followed, at most `max_body_bytes` are read,
-and whatever a node sends is data: bounded, never interpreted beyond the checks.
+One `Prober` owns the one `httpx.AsyncClient` and the one concurrency budget that every
+probe shares, member checks and discovery alike (`discovery.concurrency` probes in
+flight at most). Two kinds of probe, each under one hard deadline:
 
-This module owns the network I/O of probing and the classification of what came back. It
-knows nothing about pools, HAProxy or output formats.
+- a member check (`check`): one HTTP request on one connection. The member's address is
+  known to be in use, so nothing is gained by connecting twice.
+- a discovery probe (`sweep`): a plain non-blocking TCP connect first, which tells
+  refused / unreachable / silent apart cheaply (most of a subnet is empty), then, only
+  where the port is open, the HTTP request. Endpoints the pool already checks are
+  skipped: a member gets one connection per check interval from poller, not more.
+
+Redirects are never followed, at most `max_body_bytes` are read, and whatever a node
+sends is data: bounded, never interpreted beyond the checks. This module owns the
+network I/O of probing and the classification of what came back; it knows nothing about
+pools, HAProxy or output formats.
 """
 
 from __future__ import annotations
@@ -20,40 +27,20 @@ import resource
 import socket
 import ssl
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sized
-from dataclasses import dataclass, field
-from enum import StrEnum
+from collections.abc import AsyncIterator, Callable, Collection, Iterable
 
 import httpx
 
 from poller import __version__
 from poller.config import ProbeSettings
+from poller.endpoints import Endpoint
 from poller.pacing import NeighbourPacer, needs_pacing
-from poller.targets import Target
+from poller.results import Outcome, ProbeResult, Sweep
 
 log = logging.getLogger(__name__)
 
 MAX_IDENTITY_CHARS = 256
 MAX_DETAIL_CHARS = 200
-# A sweep is failed (not "everyone is down") when at least this share of its targets
-# could not even be tried because of the poller's own side: no route, no buffers, no fds.
-FAILED_SWEEP_LOCAL_ERROR_SHARE = 0.5
-
-
-class Outcome(StrEnum):
-    OK = "ok"
-    REFUSED = "refused"
-    UNREACHABLE = "unreachable"
-    TIMEOUT = "timeout"
-    RESET = "reset"
-    NOT_HTTP = "not_http"
-    TLS_ERROR = "tls_error"
-    UNEXPECTED_STATUS = "unexpected_status"
-    BODY_MISMATCH = "body_mismatch"
-    LOCAL_ERROR = "local_error"
-
-
 # errno of a failed connect -> outcome; anything else is the far side's problem (RESET).
 _CONNECT_ERRNO = {
     errno.ECONNREFUSED: Outcome.REFUSED,
@@ -70,46 +57,6 @@ _CONNECT_ERRNO = {
     errno.EPERM: Outcome.LOCAL_ERROR,
     errno.EACCES: Outcome.LOCAL_ERROR,
 }
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    target: Target
-    outcome: Outcome
-    connected: bool  # the TCP port accepted: something listens there
-    latency_ms: float
-    status: int | None = None
-    identity: str | None = None
-    detail: str = ""
-
-    @property
-    def healthy(self) -> bool:
-        return self.outcome is Outcome.OK
-
-
-@dataclass
-class Sweep:
-    """What one sweep saw. Results are kept for every target that accepted a connection
-    (and for all targets when asked); the rest are only counted."""
-
-    targets: int = 0
-    results: list[ProbeResult] = field(default_factory=list)
-    outcomes: Counter[str] = field(default_factory=Counter)
-    started_at: float = 0.0  # wall clock, for reports
-    duration_seconds: float = 0.0
-
-    @property
-    def healthy(self) -> list[ProbeResult]:
-        return [r for r in self.results if r.healthy]
-
-    @property
-    def failure(self) -> str | None:
-        """Why this sweep says nothing about the nodes, or None when it is trustworthy."""
-        local = self.outcomes.get(Outcome.LOCAL_ERROR, 0)
-        if self.targets and local >= self.targets * FAILED_SWEEP_LOCAL_ERROR_SHARE:
-            sample = next((r.detail for r in self.results if r.outcome is Outcome.LOCAL_ERROR), "")
-            return f"{local} of {self.targets} probes failed on the poller's side ({sample})"
-        return None
 
 
 def make_client(
@@ -136,12 +83,122 @@ def make_client(
     )
 
 
-def _url(settings: ProbeSettings, target: Target) -> str:
-    return f"{settings.scheme}://{target}{settings.path}"
+class Prober:
+    """The one HTTP client and the one concurrency budget all probes share."""
+
+    def __init__(
+        self,
+        settings: ProbeSettings,
+        concurrency: int,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.settings = settings
+        self.concurrency = _raise_fd_limit(concurrency)
+        self.client = make_client(settings, self.concurrency, transport)
+        self._budget = asyncio.Semaphore(self.concurrency)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def __aenter__(self) -> Prober:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def check(self, endpoint: Endpoint) -> ProbeResult:
+        """A member check: one HTTP request, within `probe.timeout_seconds`."""
+        async with self._budget:
+            return await _probe(self.client, self.settings, endpoint, preconnect=False)
+
+    async def checks(self, endpoints: Iterable[Endpoint]) -> Sweep:
+        """Member checks of several endpoints at once, accounted as one sweep."""
+        found = Sweep(started_at=time.time())
+        started = time.perf_counter()
+        results = await asyncio.gather(*(self.check(endpoint) for endpoint in endpoints))
+        for result in results:
+            found.targets += 1
+            found.outcomes[result.outcome] += 1
+            found.results.append(result)
+        found.results.sort(key=lambda r: r.endpoint)
+        found.duration_seconds = time.perf_counter() - started
+        return found
+
+    async def sweep(
+        self,
+        targets: Iterable[Endpoint] | asyncio.Queue[Endpoint | None],
+        pacer: NeighbourPacer | None = None,
+        keep_all: bool = False,
+        known: Collection[Endpoint] = frozenset(),
+    ) -> Sweep:
+        """Discovery probes of every target, pacing new non-loopback addresses through
+        `pacer` and skipping `known` endpoints (the pool's members). `targets` may be a
+        queue that another task fills while the sweep runs (the ARP pre-sweep); None in
+        it ends the sweep. Never raises for what a node does."""
+        outcome = Sweep(started_at=time.time())
+        started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        # Probes of this sweep in flight or waiting for their paced start: at most
+        # `concurrency`. The shared budget is only taken for the probe itself, so member
+        # checks never wait behind a paced sweep's sleepers.
+        slots = asyncio.Semaphore(self.concurrency)
+        last_address: str | None = None
+        last_start = 0.0
+
+        async def one(target: Endpoint, start: float) -> None:
+            try:
+                delay = start - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                async with self._budget:
+                    probed = await _probe(self.client, self.settings, target, preconnect=True)
+            finally:
+                slots.release()
+            outcome.outcomes[probed.outcome] += 1
+            if keep_all or probed.connected or probed.outcome is Outcome.LOCAL_ERROR:
+                outcome.results.append(probed)
+
+        async with asyncio.TaskGroup() as group:
+            async for target in _each(targets):
+                outcome.targets += 1
+                if target in known:
+                    outcome.known += 1
+                    continue
+                await slots.acquire()  # before the reservation: a start is never stale
+                start = loop.time()
+                # Ports of one address follow each other: one neighbour entry serves them
+                # all, so the address is reserved once and its other ports share its start.
+                if pacer is not None and needs_pacing(target.address):
+                    if target.address != last_address:
+                        last_address = target.address
+                        last_start = pacer.reserve(start)
+                    start = last_start
+                group.create_task(one(target, start))
+        outcome.results.sort(key=lambda r: r.endpoint)
+        outcome.duration_seconds = time.perf_counter() - started
+        return outcome
 
 
-async def probe(client: httpx.AsyncClient, settings: ProbeSettings, target: Target) -> ProbeResult:
-    """Probe one target within `settings.timeout_seconds`, whatever the node does."""
+async def _each(
+    targets: Iterable[Endpoint] | asyncio.Queue[Endpoint | None],
+) -> AsyncIterator[Endpoint]:
+    """The targets of a plan, or of a queue that another task fills (None ends it)."""
+    if not isinstance(targets, asyncio.Queue):
+        for target in targets:
+            yield target
+        return
+    while (queued := await targets.get()) is not None:
+        yield queued
+
+
+def _url(settings: ProbeSettings, endpoint: Endpoint) -> str:
+    return f"{settings.scheme}://{endpoint}{settings.path}"
+
+
+async def _probe(
+    client: httpx.AsyncClient, settings: ProbeSettings, endpoint: Endpoint, preconnect: bool
+) -> ProbeResult:
+    """Probe one endpoint within `settings.timeout_seconds`, whatever the node does."""
     started = time.perf_counter()
     connected = False
 
@@ -152,34 +209,44 @@ async def probe(client: httpx.AsyncClient, settings: ProbeSettings, target: Targ
         detail: str = "",
     ) -> ProbeResult:
         latency = round((time.perf_counter() - started) * 1000.0, 3)
-        return ProbeResult(target, outcome, connected, latency, status, identity, detail)
+        # Without a pre-connect, only the answer tells whether something listened.
+        listening = connected or outcome not in _NOT_LISTENING
+        return ProbeResult(endpoint, outcome, listening, latency, status, identity, detail)
 
     try:
         async with asyncio.timeout(settings.timeout_seconds):
-            failed = await _connect(target)
-            if failed is not None:
-                # A reset during the handshake still means something listens there.
-                connected = failed[0] is Outcome.RESET
-                return result(failed[0], detail=failed[1])
-            connected = True
-            return await _request(client, settings, target, result)
+            if preconnect:
+                failed = await _connect(endpoint)
+                if failed is not None:
+                    # A reset during the handshake still means something listens there.
+                    connected = failed[0] is Outcome.RESET
+                    return result(failed[0], detail=failed[1])
+                connected = True
+            return await _request(client, settings, endpoint, result)
     except TimeoutError:
         return result(Outcome.TIMEOUT, detail="no answer within the deadline")
 
 
-async def _connect(target: Target) -> tuple[Outcome, str] | None:
+# Outcomes that say nothing listens at an endpoint (a timeout is unknown: not listening).
+_NOT_LISTENING = frozenset(
+    {Outcome.REFUSED, Outcome.UNREACHABLE, Outcome.TIMEOUT, Outcome.LOCAL_ERROR}
+)
+
+
+async def _connect(endpoint: Endpoint) -> tuple[Outcome, str] | None:
     """A bare TCP connect: None when the port accepted, else (outcome, detail)."""
-    family = socket.AF_INET6 if ":" in target.address else socket.AF_INET
+    family = socket.AF_INET6 if ":" in endpoint.address else socket.AF_INET
     try:
         sock = socket.socket(family, socket.SOCK_STREAM)
     except OSError as exc:
         return Outcome.LOCAL_ERROR, f"socket: {exc.strerror or exc}"
     try:
         sock.setblocking(False)
-        await asyncio.get_running_loop().sock_connect(sock, (target.address, target.port))
+        await asyncio.get_running_loop().sock_connect(sock, (endpoint.address, endpoint.port))
     except OSError as exc:
-        outcome = _CONNECT_ERRNO.get(exc.errno or 0, Outcome.RESET)
-        return outcome, (exc.strerror or type(exc).__name__)
+        return _CONNECT_ERRNO.get(exc.errno or 0, Outcome.RESET), (
+            exc.strerror or type(exc).__name__
+        )
     finally:
         sock.close()
     return None
@@ -188,11 +255,11 @@ async def _connect(target: Target) -> tuple[Outcome, str] | None:
 async def _request(
     client: httpx.AsyncClient,
     settings: ProbeSettings,
-    target: Target,
+    endpoint: Endpoint,
     result: Callable[..., ProbeResult],
 ) -> ProbeResult:
     try:
-        async with client.stream(settings.method, _url(settings, target)) as response:
+        async with client.stream(settings.method, _url(settings, endpoint)) as response:
             body = await _read_bounded(response, settings.max_body_bytes)
     except httpx.TimeoutException:
         return result(Outcome.TIMEOUT, detail="no answer within the deadline")
@@ -236,14 +303,30 @@ async def _read_bounded(response: httpx.Response, limit: int) -> bytes:
 
 
 def _classify_connect_error(exc: httpx.ConnectError) -> Outcome:
+    """What a failed connect meant, from the OS error underneath httpx's."""
     cause: BaseException | None = exc
     while cause is not None:
         if isinstance(cause, ssl.SSLError):
             return Outcome.TLS_ERROR
+        if isinstance(cause, OSError) and cause.errno in _CONNECT_ERRNO:
+            return _CONNECT_ERRNO[cause.errno]
         if isinstance(cause, ConnectionRefusedError):
             return Outcome.REFUSED
         cause = cause.__cause__ or cause.__context__
+    text = str(exc).lower()
+    # httpcore re-raises some OS errors as text only.
+    for needle, outcome in _CONNECT_TEXT:
+        if needle in text:
+            return outcome
     return Outcome.RESET
+
+
+_CONNECT_TEXT = (
+    ("connection refused", Outcome.REFUSED),
+    ("no route to host", Outcome.UNREACHABLE),
+    ("network is unreachable", Outcome.LOCAL_ERROR),
+    ("cannot assign requested address", Outcome.LOCAL_ERROR),
+)
 
 
 def _detail(exc: BaseException) -> str:
@@ -288,76 +371,3 @@ def _raise_fd_limit(concurrency: int) -> int:
             extra={"fields": {"concurrency": concurrency, "usable": usable, "nofile": soft}},
         )
     return min(concurrency, usable)
-
-
-async def sweep(
-    targets: Iterable[Target] | asyncio.Queue[Target | None],
-    settings: ProbeSettings,
-    concurrency: int,
-    pacer: NeighbourPacer | None = None,
-    keep_all: bool = False,
-    client: httpx.AsyncClient | None = None,
-) -> Sweep:
-    """Probe every target with at most `concurrency` in flight, pacing new non-loopback
-    addresses through `pacer`. `targets` may be a queue that another task fills while
-    the sweep runs (the ARP pre-sweep); None in it ends the sweep. Never raises for what
-    a node does."""
-    concurrency = _raise_fd_limit(concurrency)
-    outcome = Sweep(started_at=time.time())
-    started = time.perf_counter()
-    queue: asyncio.Queue[Target | None] | None = None
-    iterator: Iterator[Target] = iter(())
-    if isinstance(targets, asyncio.Queue):
-        queue = targets
-    else:
-        iterator = iter(targets)
-    loop = asyncio.get_running_loop()
-    last_address: str | None = None
-    last_start = 0.0
-    own_client = client is None
-    shared = client if client is not None else make_client(settings, concurrency)
-
-    async def next_target() -> Target | None:
-        if queue is None:
-            return next(iterator, None)
-        target = await queue.get()
-        if target is None:
-            queue.put_nowait(None)  # the end, for every other worker too
-        return target
-
-    async def worker() -> None:
-        nonlocal last_address, last_start
-        while (target := await next_target()) is not None:
-            outcome.targets += 1
-            # Ports of one address follow each other: one neighbour entry serves them all,
-            # so the address is reserved once and its other ports wait for the same start.
-            if pacer is not None and needs_pacing(target.address):
-                if target.address != last_address:
-                    last_address = target.address
-                    last_start = pacer.reserve(loop.time())
-                delay = last_start - loop.time()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            probed = await probe(shared, settings, target)
-            outcome.outcomes[probed.outcome] += 1
-            if keep_all or probed.connected or probed.outcome is Outcome.LOCAL_ERROR:
-                outcome.results.append(probed)
-
-    if isinstance(targets, Sized):
-        concurrency = max(1, min(concurrency, len(targets)))  # no idle workers to start
-    try:
-        async with asyncio.TaskGroup() as group:
-            for _ in range(concurrency):
-                group.create_task(worker())
-    finally:
-        if own_client:
-            await shared.aclose()
-    outcome.results.sort(key=lambda r: sort_key(r.target))
-    outcome.duration_seconds = time.perf_counter() - started
-    return outcome
-
-
-def sort_key(target: Target) -> tuple[int, int, int]:
-    family = 6 if ":" in target.address else 4
-    packed = socket.inet_pton(socket.AF_INET6 if family == 6 else socket.AF_INET, target.address)
-    return family, int.from_bytes(packed), target.port

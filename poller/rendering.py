@@ -8,7 +8,7 @@ variable is an error that names the template line, never an empty string.
 
 from __future__ import annotations
 
-import ipaddress
+import functools
 import re
 import sys
 from collections.abc import Iterable, Mapping
@@ -20,42 +20,11 @@ from typing import Any
 import jinja2
 
 from poller.config import HAProxySettings, ProbeSettings
+from poller.endpoints import Endpoint, ordered
 from poller.errors import TemplateError
 
 BUILTIN_TEMPLATE = "haproxy.cfg.j2"
 _SAFE_WORD = re.compile(r"^[A-Za-z0-9_./:%?=&+,;@!~*()\[\]-]+$")
-
-
-@dataclass(frozen=True, order=True)
-class Server:
-    """One backend server as HAProxy knows it: the only member facts a config may carry."""
-
-    address: str
-    port: int
-
-    @property
-    def name(self) -> str:
-        return server_name(self.address, self.port)
-
-    @property
-    def endpoint(self) -> str:
-        host = f"[{self.address}]" if ":" in self.address else self.address
-        return f"{host}:{self.port}"
-
-
-def server_name(address: str, port: int) -> str:
-    """`n_192_168_42_11_3000`: stable, from ip:port only, a valid HAProxy identifier."""
-    packed = ipaddress.ip_address(address)
-    text = packed.exploded.replace(".", "_").replace(":", "_")
-    return f"n_{text}_{port}"
-
-
-def sort_servers(servers: Iterable[Server]) -> list[Server]:
-    def key(server: Server) -> tuple[int, int, int]:
-        address = ipaddress.ip_address(server.address)
-        return address.version, int(address), server.port
-
-    return sorted(set(servers), key=key)
 
 
 def haproxy_quote(value: object) -> str:
@@ -73,8 +42,9 @@ def server_options(settings: HAProxySettings) -> str:
     """Options of every server line, and of every runtime `add server` (dynamic servers
     inherit no default-server, so both must spell them out identically)."""
     return (
-        f"check inter {settings.check_interval_ms}ms fall {settings.check_fall} "
-        f"rise {settings.check_rise} pool-max-conn -1 pool-purge-delay 5s"
+        f"check inter {settings.check_interval_ms}ms fastinter {settings.check_fastinter_ms}ms "
+        f"fall {settings.check_fall} rise {settings.check_rise} "
+        "pool-max-conn -1 pool-purge-delay 5s"
     )
 
 
@@ -96,12 +66,12 @@ def load_template(path: Path | None) -> Template:
 
 
 def context(
-    haproxy: HAProxySettings, probe: ProbeSettings, servers: Iterable[Server]
+    haproxy: HAProxySettings, probe: ProbeSettings, servers: Iterable[Endpoint]
 ) -> dict[str, Any]:
     return {
         "members": [
-            {"name": s.name, "address": s.address, "port": s.port, "endpoint": s.endpoint}
-            for s in sort_servers(servers)
+            {"name": s.name, "address": s.address, "port": s.port, "endpoint": str(s)}
+            for s in ordered(servers)
         ],
         "backend": haproxy.backend,
         "frontend_bind": haproxy.frontend_bind,
@@ -110,6 +80,8 @@ def context(
         "log_target": haproxy.log_target,
         "retries": haproxy.retries,
         "retry_on": haproxy.retry_on,
+        "connect_timeout_ms": haproxy.connect_timeout_ms,
+        "check_timeout_ms": haproxy.check_interval_ms,
         "server_options": server_options(haproxy),
         "check": {
             "method": probe.method,
@@ -120,17 +92,24 @@ def context(
     }
 
 
+_ENVIRONMENT = jinja2.Environment(
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+    autoescape=False,
+)
+_ENVIRONMENT.filters["hq"] = haproxy_quote
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled(source: str) -> jinja2.Template:
+    """Templates are compiled once: the daemon renders on every reconcile."""
+    return _ENVIRONMENT.from_string(source)
+
+
 def render(template: Template, variables: Mapping[str, Any]) -> str:
     """Render, or raise TemplateError naming the template line."""
-    environment = jinja2.Environment(
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        autoescape=False,
-    )
-    environment.filters["hq"] = haproxy_quote
     try:
-        compiled = environment.from_string(template.source)
-        text = compiled.render(**variables)
+        text = _compiled(template.source).render(**variables)
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateError(
             f"{template.name}:{exc.lineno}", f"template syntax: {exc.message}"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from poller.probing import ProbeResult, Sweep
+from poller.results import ProbeResult, Sweep
 from poller.sweeping import Discovery
 
 _TABLE_IDENTITY_CHARS = 40
@@ -24,8 +24,8 @@ def safe_text(text: str | None, limit: int = _TABLE_IDENTITY_CHARS) -> str:
 
 def result_dict(result: ProbeResult) -> dict[str, Any]:
     return {
-        "address": result.target.address,
-        "port": result.target.port,
+        "address": result.endpoint.address,
+        "port": result.endpoint.port,
         "healthy": result.healthy,
         "result": str(result.outcome),
         "status": result.status,
@@ -37,9 +37,7 @@ def result_dict(result: ProbeResult) -> dict[str, Any]:
 
 def scan_json(discovery: Discovery, found: Sweep) -> dict[str, Any]:
     return {
-        "subnets": list(discovery.subnets),
-        "ports": list(discovery.plan.ports),
-        "method": discovery.method,
+        **discovery.summary(),
         "targets": found.targets,
         "healthy": len(found.healthy),
         "duration_seconds": round(found.duration_seconds, 3),
@@ -63,8 +61,8 @@ def scan_table(discovery: Discovery, found: Sweep) -> str:
     header = ("ADDRESS", "PORT", "RESULT", "STATUS", "LATENCY_MS", "IDENTITY")
     rows = [
         (
-            r.target.address,
-            str(r.target.port),
+            r.endpoint.address,
+            str(r.endpoint.port),
             str(r.outcome),
             str(r.status) if r.status is not None else "-",
             f"{r.latency_ms:.1f}",

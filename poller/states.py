@@ -8,13 +8,13 @@ reports it and starts without it.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from poller import files
+from poller.endpoints import Endpoint
 from poller.errors import InstallError, StateError
 from poller.pools import LastProbe, Member, Pool, State
 
@@ -24,14 +24,14 @@ VERSION = 1
 @dataclass(frozen=True)
 class Saved:
     pool: Pool
-    pending_reload: bool
+    pending_reload: bool  # written by poller 0.x before the reload journal had its own file
 
 
-def dump(pool: Pool, pending_reload: bool, mono_now: float, wall_now: float) -> bytes:
+def dump(pool: Pool, mono_now: float, wall_now: float) -> bytes:
     members = [
         {
-            "address": m.address,
-            "port": m.port,
+            "address": m.endpoint.address,
+            "port": m.endpoint.port,
             "identity": m.identity,
             "state": str(m.state),
             "successes": m.successes,
@@ -43,18 +43,17 @@ def dump(pool: Pool, pending_reload: bool, mono_now: float, wall_now: float) -> 
     document = {
         "version": VERSION,
         "saved_at": round(wall_now, 3),
-        "pending_reload": pending_reload,
         "members": members,
     }
     return (json.dumps(document, indent=1, sort_keys=True) + "\n").encode()
 
 
-def save(path: Path, pool: Pool, pending_reload: bool, mono_now: float, wall_now: float) -> None:
+def save(path: Path, pool: Pool, mono_now: float, wall_now: float) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InstallError(f"{path.parent}: cannot create the state directory: {exc}") from exc
-    files.write_atomic(path, dump(pool, pending_reload, mono_now, wall_now), mode=0o600)
+    files.write_atomic(path, dump(pool, mono_now, wall_now), mode=0o600)
 
 
 def load(path: Path, mono_now: float, wall_now: float) -> Saved | None:
@@ -69,7 +68,7 @@ def load(path: Path, mono_now: float, wall_now: float) -> Saved | None:
         members = {}
         for item in document["members"]:
             member = _member(item, mono_now, wall_now)
-            members[member.key] = member
+            members[member.endpoint] = member
         return Saved(Pool(members), bool(document.get("pending_reload", False)))
     except (ValueError, KeyError, TypeError) as exc:
         raise StateError(f"{path}: unusable state file ({exc}); starting without it") from exc
@@ -80,15 +79,11 @@ def _member(item: dict[str, Any], mono_now: float, wall_now: float) -> Member:
     identity = item["identity"]
     if identity is not None and not isinstance(identity, str):
         raise TypeError("identity must be a string or null")
-    port = int(item["port"])
-    if not 1 <= port <= 65535:
-        raise ValueError(f"port {port} out of range")
+    endpoint = Endpoint.of(str(item["address"]), int(item["port"]))
     # A member is probed again at once after a restart: its last probe is "long ago".
     since = mono_now - max(0.0, wall_now - float(item["since"]))
-    address = str(ipaddress.ip_address(item["address"]))
     return Member(
-        address,
-        port,
+        endpoint,
         identity,
         state,
         int(item["successes"]),

@@ -32,6 +32,7 @@ _REASONS = {
     404: "Not Found",
     405: "Method Not Allowed",
     400: "Bad Request",
+    500: "Internal Server Error",
     503: "Service Unavailable",
 }
 
@@ -65,9 +66,15 @@ def split_listen(listen: str) -> tuple[str, int]:
 
 
 class StatusServer:
-    def __init__(self, listen: str, routes: Mapping[str, Route]) -> None:
+    def __init__(
+        self,
+        listen: str,
+        routes: Mapping[str, Route],
+        on_error: Callable[[], None] | None = None,
+    ) -> None:
         self.host, self.port = split_listen(listen)
         self.routes = dict(routes)
+        self.on_error = on_error  # told of every request that failed on our side
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
@@ -107,6 +114,8 @@ class StatusServer:
             pass
         except Exception:
             log.exception("status request failed")
+            if self.on_error is not None:
+                self.on_error()
         finally:
             writer.close()
 
@@ -122,4 +131,12 @@ class StatusServer:
         route = self.routes.get(target)
         if route is None:
             return Response(404, "text/plain", b"not found\n"), method
-        return route(), method
+        try:
+            return route(), method
+        except Exception:
+            # A bug in a view: the traceback goes to the log, the client gets a 500 and
+            # the server goes on serving.
+            log.exception("status request failed", extra={"fields": {"path": target}})
+            if self.on_error is not None:
+                self.on_error()
+            return Response(500, "text/plain", b"internal error (see the poller's log)\n"), method

@@ -14,17 +14,21 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, replace
+from typing import Any
 
 import netaddr
 
 from poller import arp
-from poller.config import DiscoverySettings, ProbeSettings
+from poller.config import DiscoverySettings
+from poller.endpoints import Endpoint
 from poller.errors import TargetsError
 from poller.interfaces import auto_subnets
 from poller.pacing import NeighbourLimits, NeighbourPacer, neighbour_limits
-from poller.probing import Outcome, ProbeResult, Sweep, sort_key, sweep
-from poller.targets import Target, TargetPlan, plan_targets, v4_text
+from poller.probing import Prober
+from poller.results import Outcome, ProbeResult, Sweep
+from poller.targets import TargetPlan, plan_targets, v4_text
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +55,15 @@ class Discovery:
         if not self.segments:
             return "connect"
         return "arp" if self.rest is None or self.rest.count == 0 else "arp+connect"
+
+    def summary(self) -> dict[str, Any]:
+        """What is swept and how, for logs, `/pool` and `scan --json`."""
+        return {
+            "subnets": list(self.subnets),
+            "ports": list(self.plan.ports),
+            "targets": self.plan.count,
+            "method": self.method,
+        }
 
 
 @dataclass(frozen=True)
@@ -121,8 +134,13 @@ def _segments(subnets: list[str], plan: TargetPlan, required: bool) -> tuple[lis
 
 
 async def discover(
-    resolved: Discovery, probe: ProbeSettings, concurrency: int, keep_all: bool = False
+    resolved: Discovery,
+    prober: Prober,
+    keep_all: bool = False,
+    known: Collection[Endpoint] = frozenset(),
 ) -> Sweep:
+    """One discovery sweep of the plan; `known` endpoints (the pool's members, which their
+    own checks cover) are skipped, with neither a connect nor a request."""
     log.debug(
         "sweep starting",
         extra={
@@ -136,23 +154,19 @@ async def discover(
         },
     )
     if not resolved.segments:
-        return await sweep(
-            resolved.plan, probe, concurrency, pacer=resolved.pacer, keep_all=keep_all
-        )
+        return await prober.sweep(resolved.plan, resolved.pacer, keep_all, known)
     started_wall, started = time.time(), time.perf_counter()
     ports = resolved.plan.ports
     silent: list[int] = []
     settings = resolved.settings
     # Probing starts at each address's first ARP reply, while the asking goes on: the
     # probe deadline of a slow node then overlaps the pre-sweep instead of following it.
-    queue: asyncio.Queue[Target | None] = asyncio.Queue()
-    probing = asyncio.create_task(
-        sweep(queue, probe, concurrency, pacer=resolved.pacer, keep_all=keep_all)
-    )
+    queue: asyncio.Queue[Endpoint | None] = asyncio.Queue()
+    probing = asyncio.create_task(prober.sweep(queue, resolved.pacer, keep_all, known))
 
     def enqueue(value: int) -> None:
         for port in ports:
-            queue.put_nowait(Target(v4_text(value), port))
+            queue.put_nowait(Endpoint(v4_text(value), port))
 
     try:
         for segment in resolved.segments:
@@ -204,17 +218,18 @@ async def discover(
         found = await probing
     finally:
         probing.cancel()
-    found.targets += len(silent) * len(ports)
-    found.outcomes[Outcome.UNREACHABLE] += len(silent) * len(ports)
-    if keep_all:
-        found.results += [
-            ProbeResult(
-                Target(v4_text(value), port), Outcome.UNREACHABLE, False, 0.0, detail="no ARP reply"
+    silent_targets = [Endpoint(v4_text(value), port) for value in silent for port in ports]
+    for endpoint in silent_targets:
+        found.targets += 1
+        if endpoint in known:
+            found.known += 1
+            continue
+        found.outcomes[Outcome.UNREACHABLE] += 1
+        if keep_all:
+            found.results.append(
+                ProbeResult(endpoint, Outcome.UNREACHABLE, False, 0.0, detail="no ARP reply")
             )
-            for value in silent
-            for port in ports
-        ]
-    found.results.sort(key=lambda r: sort_key(r.target))
+    found.results.sort(key=lambda r: r.endpoint)
     found.started_at = started_wall
     found.duration_seconds = time.perf_counter() - started
     return found

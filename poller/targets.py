@@ -16,17 +16,8 @@ from dataclasses import dataclass
 import netaddr
 
 from poller.config import parse_address_set_item
+from poller.endpoints import Endpoint
 from poller.errors import TargetsError
-
-
-@dataclass(frozen=True, order=True)
-class Target:
-    address: str
-    port: int
-
-    def __str__(self) -> str:
-        host = f"[{self.address}]" if ":" in self.address else self.address
-        return f"{host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -43,14 +34,14 @@ class TargetPlan:
     def __len__(self) -> int:
         return self.count  # bounded by max_targets, so it fits
 
-    def __iter__(self) -> Iterator[Target]:
+    def __iter__(self) -> Iterator[Endpoint]:
         ports = sorted(self.ports)
         for cidr in self.addresses.iter_cidrs():
             version = cidr.version
             for value in range(cidr.first, cidr.last + 1):
                 text = str(ipaddress.ip_address(value)) if version == 6 else v4_text(value)
                 for port in ports:
-                    yield Target(text, port)
+                    yield Endpoint(text, port)
 
 
 def v4_text(value: int) -> str:

@@ -7,7 +7,7 @@ import asyncio
 from pathlib import Path
 
 from poller import files
-from poller.errors import ConfigRejected, InstallError
+from poller.errors import CheckUnavailable, ConfigRejected, InstallError
 
 MAX_MESSAGE_CHARS = 2000
 CHECK_TIMEOUT_SECONDS = 60.0
@@ -31,14 +31,14 @@ async def validate(binary: str, text: str, beside: Path) -> None:
                 stderr=asyncio.subprocess.STDOUT,
             )
         except OSError as exc:
-            raise ConfigRejected(f"cannot run {binary!r} to check the config: {exc}") from exc
+            raise CheckUnavailable(f"cannot run {binary!r} to check the config: {exc}") from exc
         try:
             async with asyncio.timeout(CHECK_TIMEOUT_SECONDS):
                 output, _ = await proc.communicate()
         except TimeoutError:
             proc.kill()
             await proc.wait()
-            raise ConfigRejected(f"{binary} -c took over {CHECK_TIMEOUT_SECONDS:g} s") from None
+            raise CheckUnavailable(f"{binary} -c took over {CHECK_TIMEOUT_SECONDS:g} s") from None
         if proc.returncode != 0:
             message = output.decode("utf-8", "replace").strip().replace(str(staged), "<staged>")
             raise ConfigRejected(

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from compose.loopback import connects
+from tests.support.loopback import connects
 from tests.support.processes import ROOT
 
 
@@ -17,7 +17,7 @@ def test_demo_shows_the_pool_and_cleans_up() -> None:
     if shutil.which("haproxy") is None:
         pytest.fail("haproxy is not installed; .ci/run installs it")
     run = subprocess.run(
-        [sys.executable, "compose/demo.py", "--seconds", "14"],
+        [sys.executable, "-m", "tests.support.demo", "--seconds", "14"],
         capture_output=True,
         text=True,
         timeout=120,

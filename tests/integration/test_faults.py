@@ -17,12 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from compose.loopback import Lab, wait_for
-from poller.applying import servers_in_file
+from poller.applying.planning import servers_in_file
 from poller.config import load_settings
 from poller.rendering import context, load_template, render
 from tests.conftest import requires_root
 from tests.integration.test_run import require_haproxy, serves, settled
+from tests.support.labs import wait_for
+from tests.support.loopback import Lab
 from tests.support.processes import haproxy_accepts
 
 A, B, C = "127.0.3.2", "127.0.3.3", "127.0.3.4"

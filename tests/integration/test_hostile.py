@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from compose.loopback import Lab, wait_for
 from tests.integration.test_run import require_haproxy, settled
+from tests.support.labs import wait_for
+from tests.support.loopback import Lab
 from tests.support.processes import ROOT, Processes, haproxy_accepts
 
 WEBAPP = ROOT / "compose" / "webapp" / "app.py"

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from compose.loopback import Lab, wait_for
 from poller.rendering import BUILTIN_TEMPLATE
 from tests.conftest import requires_root
+from tests.support.labs import wait_for
+from tests.support.loopback import Lab
 from tests.support.processes import ROOT
 
 TEMPLATE = ROOT / "poller" / "templates" / BUILTIN_TEMPLATE
@@ -52,7 +53,7 @@ def serves(lab: Lab, *addresses: str) -> bool:
 def settled(lab: Lab, *addresses: str) -> bool:
     """HAProxy serves exactly these, and its config file lists exactly these too (the
     runtime change comes first, the file follows)."""
-    from poller.applying import servers_in_file
+    from poller.applying.planning import servers_in_file
 
     in_file = {s.address for s in servers_in_file(lab.config_path.read_text())}
     return serves(lab, *addresses) and in_file == set(addresses)

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from compose.loopback import Lab, wait_for
+from tests.support.labs import wait_for
+from tests.support.loopback import Lab
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = [

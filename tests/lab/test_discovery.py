@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from compose.loopback import ROOT
-from compose.netlab import NetLab, overflow_lines, sh
 from tests.conftest import requires_root
+from tests.support.labs import ROOT
+from tests.support.netlab import NetLab, overflow_lines, sh
 
 ODDNODES = ROOT / "tests" / "support" / "oddnodes.py"
 LIVE_HOSTS = (7, 300, 700, 1000)

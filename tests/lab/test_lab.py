@@ -19,10 +19,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from compose.loopback import current_connections, wait_for, wrk_failures
-from compose.netlab import NetLab, overflow_lines
 from poller.config import load_settings
 from tests.conftest import requires_root
+from tests.support.labs import current_connections, wait_for, wrk_failures
+from tests.support.netlab import NetLab, overflow_lines
 from tests.support.processes import ROOT
 
 SETTINGS = load_settings(ROOT / "config" / "poller.yaml", environ={})

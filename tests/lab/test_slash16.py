@@ -11,9 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from compose.loopback import wait_for
-from compose.netlab import NetLab, overflow_lines
 from tests.conftest import requires_root
+from tests.support.labs import wait_for
+from tests.support.netlab import NetLab, overflow_lines
 
 HOSTS = (300, 21_000, 47_000, 65_000)  # spread over the /16
 # ~5 s per sweep with ARP; the bound is for a stuck sweep, not a speed goal (bench/).

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from compose.loopback import stop_process
+from tests.support.labs import stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,9 +28,10 @@ def haproxy_accepts(path: Path, context: str = "") -> None:
 
 
 def bench_rows(script: str, prefix: str, timeout: float) -> list[list[str]]:
-    """Run `bench/<script> --smoke`; the cells of its table rows starting with `prefix`."""
+    """Run `python -m bench.<script> --smoke`; the cells of its table rows starting with
+    `prefix`."""
     run = subprocess.run(
-        [sys.executable, f"bench/{script}", "--smoke"],
+        [sys.executable, "-m", f"bench.{script.removesuffix('.py')}", "--smoke"],
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from poller.config import GuardSettings
+from poller.endpoints import Endpoint as Server
 from poller.guards import guard
-from poller.rendering import Server
 
 S = [Server(f"10.0.0.{i}", 80) for i in range(1, 7)]
 DEFAULT = GuardSettings()

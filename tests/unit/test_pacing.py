@@ -75,13 +75,20 @@ def test_consecutive_sweeps_share_one_pacer() -> None:
     import asyncio
 
     from poller.config import load_settings
+    from poller.probing import Prober
+    from poller.results import Sweep
     from poller.sweeping import discover, resolve
 
     settings = load_settings(
         None, environ={}, overrides={"discovery": {"subnets": ["10.255.255.0/30"]}}
     )
     resolved = resolve(settings.discovery)
+
+    async def sweep() -> Sweep:
+        async with Prober(settings.probe, 4) as prober:
+            return await discover(resolved, prober)
+
     for _ in range(2):
-        found = asyncio.run(discover(resolved, settings.probe, 4))
+        found = asyncio.run(sweep())
         assert found.targets == 2
     assert len(resolved.pacer._starts) == 4  # both sweeps' addresses are still counted

@@ -5,17 +5,18 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from poller.endpoints import Endpoint
 from poller.pools import EventKind, Observation, Pool, Rules, State, step
 
-A = ("10.0.0.5", 3000)
+A = Endpoint("10.0.0.5", 3000)
 
 
-def ok(identity: str | None = None, key: tuple[str, int] = A) -> Observation:
-    return Observation(key[0], key[1], True, identity, "ok")
+def ok(identity: str | None = None, key: Endpoint = A) -> Observation:
+    return Observation(key, True, identity, "ok")
 
 
-def fail(key: tuple[str, int] = A) -> Observation:
-    return Observation(key[0], key[1], False, None, "timeout")
+def fail(key: Endpoint = A) -> Observation:
+    return Observation(key, False, None, "timeout")
 
 
 def run(
@@ -29,7 +30,7 @@ def run(
     return pool, kinds
 
 
-def state(pool: Pool, key: tuple[str, int] = A) -> State | None:
+def state(pool: Pool, key: Endpoint = A) -> State | None:
     member = pool.members.get(key)
     return member.state if member else None
 
@@ -44,7 +45,7 @@ def test_rises_after_rise_successes() -> None:
     pool, kinds = run([ok(), ok()])
     assert state(pool) is State.UP
     assert kinds == [[EventKind.CANDIDATE], [EventKind.UP]]
-    assert [m.key for m in pool.serving()] == [A]
+    assert [m.endpoint for m in pool.serving()] == [A]
 
 
 def test_rise_one_joins_at_first_success() -> None:
@@ -117,8 +118,8 @@ def test_down_members_are_forgotten_after_a_while() -> None:
 
 def test_serving_order_is_numeric_and_stable() -> None:
     keys = [("10.0.0.10", 80), ("10.0.0.9", 81), ("10.0.0.9", 80), ("9.1.1.1", 80)]
-    pool, _ = step(Pool(), [ok(key=k) for k in keys], 0.0, Rules(rise=1, fall=1))
-    assert [m.key for m in pool.serving()] == [
+    pool, _ = step(Pool(), [ok(key=Endpoint(*k)) for k in keys], 0.0, Rules(rise=1, fall=1))
+    assert [(m.endpoint.address, m.endpoint.port) for m in pool.serving()] == [
         ("9.1.1.1", 80),
         ("10.0.0.9", 80),
         ("10.0.0.9", 81),
@@ -127,7 +128,7 @@ def test_serving_order_is_numeric_and_stable() -> None:
 
 
 def test_last_probe_is_recorded() -> None:
-    seen = Observation("10.0.0.5", 3000, True, None, "ok", 1.5, 200)
+    seen = Observation(A, True, None, "ok", 1.5, 200)
     pool, _ = step(Pool(), [seen], 7.0, Rules(rise=2, fall=2))
     last = pool.members[A].last
     assert (last.at, last.outcome, last.latency_ms, last.status) == (7.0, "ok", 1.5, 200)
@@ -135,12 +136,10 @@ def test_last_probe_is_recorded() -> None:
 
 # --- properties ---------------------------------------------------------------------
 
-KEYS = [("10.0.0.1", 80), ("10.0.0.2", 80), ("10.0.0.2", 81)]
+KEYS = [Endpoint("10.0.0.1", 80), Endpoint("10.0.0.2", 80), Endpoint("10.0.0.2", 81)]
 observations = st.lists(
     st.builds(
-        lambda key, healthy, identity: Observation(
-            key[0], key[1], healthy, identity if healthy else None
-        ),
+        lambda key, healthy, identity: Observation(key, healthy, identity if healthy else None),
         st.sampled_from(KEYS),
         st.booleans(),
         st.sampled_from([None, "a", "b"]),
@@ -150,12 +149,12 @@ observations = st.lists(
 rules_strategy = st.builds(Rules, rise=st.integers(1, 4), fall=st.integers(1, 4))
 
 
-def reference(seq: list[Observation], rules: Rules) -> dict[tuple[str, int], bool]:
+def reference(seq: list[Observation], rules: Rules) -> dict[Endpoint, bool]:
     """A deliberately naive model: counters per key, replayed from the whole history."""
-    serving: dict[tuple[str, int], bool] = {}
-    for key in {o.key for o in seq}:
+    serving: dict[Endpoint, bool] = {}
+    for key in {o.endpoint for o in seq}:
         up, down, successes, failures, identity = False, False, 0, 0, None
-        for o in (o for o in seq if o.key == key):
+        for o in (o for o in seq if o.endpoint == key):
             if o.healthy and identity and o.identity and o.identity != identity:
                 up, down, successes, failures, identity = False, False, 0, 0, None
             if o.healthy:
@@ -178,7 +177,7 @@ def test_serving_set_matches_the_reference_model(seq: list[Observation], rules: 
     for now, seen in enumerate(seq):
         pool, _ = step(pool, [seen], float(now), rules)
     expected = {key for key, up in reference(seq, rules).items() if up}
-    assert {m.key for m in pool.serving()} == expected
+    assert {m.endpoint for m in pool.serving()} == expected
 
 
 @given(observations, rules_strategy)
@@ -186,17 +185,17 @@ def test_no_member_flips_faster_than_rise_and_fall_allow(
     seq: list[Observation], rules: Rules
 ) -> None:
     pool = Pool()
-    history: dict[tuple[str, int], list[Observation]] = {}
+    history: dict[Endpoint, list[Observation]] = {}
     for now, seen in enumerate(seq):
-        before = {m.key for m in pool.serving()}
+        before = {m.endpoint for m in pool.serving()}
         pool, _ = step(pool, [seen], float(now), rules)
-        after = {m.key for m in pool.serving()}
-        history.setdefault(seen.key, []).append(seen)
-        recent = history[seen.key]
-        if seen.key in after - before:
+        after = {m.endpoint for m in pool.serving()}
+        history.setdefault(seen.endpoint, []).append(seen)
+        recent = history[seen.endpoint]
+        if seen.endpoint in after - before:
             assert len(recent) >= rules.rise
             assert all(o.healthy for o in recent[-rules.rise :])
-        if seen.key in before - after and seen.healthy is False:
+        if seen.endpoint in before - after and seen.healthy is False:
             assert len(recent) >= rules.fall
             assert not any(o.healthy for o in recent[-rules.fall :])
 

@@ -11,8 +11,9 @@ import httpx
 import pytest
 
 from poller.config import load_settings
-from poller.probing import Outcome, ProbeResult, Sweep, _request, make_client
-from poller.targets import Target
+from poller.endpoints import Endpoint as Target
+from poller.probing import _request, make_client
+from poller.results import Outcome, ProbeResult, Sweep
 
 TARGET = Target("10.0.0.7", 3000)
 

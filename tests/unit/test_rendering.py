@@ -8,17 +8,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from poller.applying import servers_in_file
+from poller.applying.planning import servers_in_file
 from poller.config import load_settings
+from poller.endpoints import Endpoint as Server
 from poller.errors import TemplateError
 from poller.rendering import (
-    Server,
     Template,
     context,
     haproxy_quote,
     load_template,
     render,
-    server_name,
 )
 
 SETTINGS = load_settings(None, environ={})
@@ -55,10 +54,10 @@ def test_servers_are_sorted_numerically_with_stable_names() -> None:
     text = rendered([Server("192.168.42.100", 3000), Server("192.168.42.9", 3000)])
     lines = [line.strip() for line in text.splitlines() if line.strip().startswith("server ")]
     assert lines == [
-        "server n_192_168_42_9_3000 192.168.42.9:3000 check inter 500ms fall 2 rise 1 "
-        "pool-max-conn -1 pool-purge-delay 5s",
-        "server n_192_168_42_100_3000 192.168.42.100:3000 check inter 500ms fall 2 rise 1 "
-        "pool-max-conn -1 pool-purge-delay 5s",
+        "server n_192_168_42_9_3000 192.168.42.9:3000 check inter 500ms fastinter 100ms "
+        "fall 2 rise 1 pool-max-conn -1 pool-purge-delay 5s",
+        "server n_192_168_42_100_3000 192.168.42.100:3000 check inter 500ms fastinter 100ms "
+        "fall 2 rise 1 pool-max-conn -1 pool-purge-delay 5s",
     ]
 
 
@@ -92,8 +91,8 @@ def test_retry_on_is_opt_in() -> None:
 def test_ipv6_names_and_endpoints() -> None:
     server = Server("fd00::1", 3000)
     assert server.name == "n_fd00_0000_0000_0000_0000_0000_0000_0001_3000"
-    assert server.endpoint == "[fd00::1]:3000"
-    assert server_name("10.0.0.1", 80) == "n_10_0_0_1_80"
+    assert str(server) == "[fd00::1]:3000"
+    assert Server("10.0.0.1", 80).name == "n_10_0_0_1_80"
 
 
 def test_probe_headers_are_quoted_as_one_word() -> None:

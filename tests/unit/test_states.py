@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 from poller import files, states
+from poller.applying.executing import Journal
+from poller.endpoints import Endpoint
 from poller.errors import StateError
 from poller.pools import Observation, Pool, Rules, State, step
 
@@ -14,7 +16,10 @@ from poller.pools import Observation, Pool, Rules, State, step
 def make_pool() -> Pool:
     pool, _ = step(
         Pool(),
-        [Observation("10.0.0.2", 3000, True, "b"), Observation("10.0.0.1", 3000, True, None)],
+        [
+            Observation(Endpoint("10.0.0.2", 3000), True, "b"),
+            Observation(Endpoint("10.0.0.1", 3000), True, None),
+        ],
         100.0,
         Rules(rise=1, fall=2),
     )
@@ -23,12 +28,12 @@ def make_pool() -> Pool:
 
 def test_round_trip_keeps_members_states_and_identities(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "state.json"
-    states.save(path, make_pool(), True, mono_now=110.0, wall_now=1000.0)
+    states.save(path, make_pool(), mono_now=110.0, wall_now=1000.0)
     saved = states.load(path, mono_now=5.0, wall_now=1003.0)
     assert saved is not None
-    assert saved.pending_reload is True
+    assert saved.pending_reload is False
     members = saved.pool.all()
-    assert [(m.address, m.state, m.identity) for m in members] == [
+    assert [(m.endpoint.address, m.state, m.identity) for m in members] == [
         ("10.0.0.1", State.UP, None),
         ("10.0.0.2", State.UP, "b"),
     ]
@@ -36,6 +41,23 @@ def test_round_trip_keeps_members_states_and_identities(tmp_path: Path) -> None:
     assert members[0].since == pytest.approx(5.0 - 13.0)
     assert members[0].last.at == float("-inf")  # probed again at once
     assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_reload_owed_by_an_older_state_file_is_still_read(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    path.write_text('{"version": 1, "pending_reload": true, "members": []}')
+    saved = states.load(path, 0.0, 0.0)
+    assert saved is not None
+    assert saved.pending_reload is True
+
+
+def test_the_reload_journal_survives_a_restart(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "state.json.reload-pending")
+    assert journal.pending is False
+    journal.set(True)
+    assert Journal(journal.path).pending is True  # another process sees it
+    journal.set(False)
+    assert not journal.path.exists()
 
 
 def test_missing_file_is_no_state(tmp_path: Path) -> None:
@@ -67,7 +89,7 @@ def test_corrupt_state_is_a_state_error_naming_the_file(tmp_path: Path, content:
 def test_save_leaves_no_temp_files(tmp_path: Path) -> None:
     path = tmp_path / "state.json"
     for _ in range(3):
-        states.save(path, make_pool(), False, 0.0, 0.0)
+        states.save(path, make_pool(), 0.0, 0.0)
     assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
 
 

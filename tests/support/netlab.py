@@ -11,7 +11,7 @@ by PID, and every namespace (with its links) is deleted by `close()`, also after
 Needs root (CAP_NET_ADMIN and mounts for `ip netns`). As a script it plays the demo's
 timeline in namespaces (`make demo-netns`):
 
-    sudo python compose/netlab.py --seconds 60
+    sudo python -m tests.support.netlab --seconds 60
 """
 
 from __future__ import annotations
@@ -24,12 +24,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from compose.loopback import ROOT, WEBAPP, stop_process, wait_for
+from tests.support.labs import ROOT, WEBAPP, HAProxyView, ProcessLab, metric_value
 
 POLLER_YAML = ROOT / "config" / "poller.yaml"
 # The lab's address resolution gives up after one try of 100 ms instead of 3 x 1 s: the
@@ -49,21 +47,23 @@ def overflow_lines() -> int:
     return len(re.findall(r"neighbou?r table overflow", run.stdout))
 
 
-@dataclass
-class NetLab:
+class NetLab(ProcessLab):
     """One lab: `prefix` names its namespaces, `network` is the bridge's subnet."""
 
-    workdir: Path
-    network: str = "192.168.42.0/24"
-    prefix: str = field(default_factory=lambda: f"pl{os.getpid() % 100000}")
-    fast_arp: bool = True
-    namespaces: list[str] = field(default_factory=list)
-    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        network: str = "192.168.42.0/24",
+        prefix: str | None = None,
+        fast_arp: bool = True,
+    ) -> None:
         if os.geteuid() != 0:
             raise PermissionError("the namespace lab needs root (ip netns, veth, bridge)")
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        super().__init__(workdir)
+        self.network = network
+        self.prefix = prefix or f"pl{os.getpid() % 100000}"
+        self.fast_arp = fast_arp
+        self.namespaces: list[str] = []
         base, length = self.network.split("/")
         self.prefixlen = int(length)
         octets = base.split(".")
@@ -88,6 +88,7 @@ class NetLab:
         self.run_dir = self.workdir / "haproxy-run"
         self.config_dir.mkdir(exist_ok=True)
         self.run_dir.mkdir(exist_ok=True)
+        self.haproxy = HAProxyView(self.run_dir / "admin.sock", self.run_dir / "master.sock")
 
     def address(self, host: int) -> str:
         if self.prefixlen >= 24:
@@ -188,45 +189,18 @@ class NetLab:
         ns: str,
         argv: list[str],
         env: dict[str, str] | None = None,
-        ready: object = None,
+        ready: Callable[[], object] | None = None,
         timeout: float = 15.0,
     ) -> subprocess.Popen[bytes]:
-        log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
-        proc = subprocess.Popen(
-            ["ip", "netns", "exec", ns, *argv],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
-            cwd=ROOT,
-        )
-        log.close()
-        self.procs[name] = proc
-        if callable(ready):
-
-            def up() -> object:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"{name} exited: {self.log(name)[-2000:]}")
-                return ready()
-
-            wait_for(up, timeout, f"{name} to start")
-        return proc
-
-    def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
-        proc = self.procs.pop(name, None)
-        if proc is not None:
-            stop_process(proc, sig, timeout)
-
-    def log(self, name: str) -> str:
-        path = self.workdir / f"{name}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
+        return self.spawn(name, ["ip", "netns", "exec", ns, *argv], ready, timeout, env, ROOT)
 
     def close(self) -> None:
-        self.stopped = list(self.procs.values())
-        for name in reversed(list(self.procs)):
-            self.stop(name, signal.SIGKILL if name == "haproxy" else signal.SIGTERM)
-        for ns in reversed(self.namespaces):
-            sh("ip", "netns", "del", ns, check=False)  # takes its veths along
-        self.namespaces.clear()
+        try:
+            super().close()
+        finally:
+            for ns in reversed(self.namespaces):
+                sh("ip", "netns", "del", ns, check=False)  # takes its veths along
+            self.namespaces.clear()
 
     # -- the compose services --------------------------------------------------------------
 
@@ -276,7 +250,7 @@ class NetLab:
                 "-f",
                 str(self.config_dir / "haproxy.cfg"),
             ],
-            ready=lambda: (self.run_dir / "admin.sock").exists(),
+            ready=self.haproxy.answers,
         )
 
     def start_poller(self, *extra_env: tuple[str, str]) -> None:
@@ -327,12 +301,16 @@ class NetLab:
         return run.stdout
 
     def metric(self, name: str, labels: str = "") -> float:
-        prefix = name + (f"{{{labels}" if labels else "")
-        return sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in self.status("/metrics").splitlines()
-            if line.startswith(prefix) and not line.startswith(name + "_")
+        return metric_value(self.status("/metrics"), name, labels)
+
+    def tcp_counter(self, ns: str, name: str) -> int:
+        """A TCP counter of namespace `ns` (`ActiveOpens`, `PassiveOpens`: connections
+        made, connections accepted) from its /proc/net/snmp."""
+        run = sh("ip", "netns", "exec", ns, "cat", "/proc/net/snmp")
+        header, values = (
+            line.split() for line in run.stdout.splitlines() if line.startswith("Tcp:")
         )
+        return int(dict(zip(header, values, strict=True))[name])
 
     def leftovers(self) -> list[str]:
         """Namespaces of this lab that still exist (after close(): none)."""
@@ -344,19 +322,13 @@ class NetLab:
         ]
 
     def servers(self) -> set[str]:
-        from compose.loopback import unix_command
-
-        answer = unix_command(self.run_dir / "admin.sock", "show servers state nodes")
-        return {
-            f[4]
-            for f in (line.split() for line in answer.splitlines())
-            if len(f) > 18 and f[0].isdigit() and f[6] == "0"
-        }
+        """Addresses HAProxy's `nodes` lists and does not hold in maintenance or drain."""
+        return self.haproxy.enabled()
 
 
 def main() -> None:
     """The demo's timeline, in namespaces: nodes come and go, HAProxy follows."""
-    from compose.demo import TIMELINE
+    from tests.support.demo import TIMELINE
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0)

@@ -17,9 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from compose.loopback import Lab
+from tests.support.loopback import Lab
 
 SUBNET = "127.42.0.0/24"
 # (seconds from start, action, last octet, host name)

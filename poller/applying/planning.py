@@ -1,0 +1,101 @@
+"""What must change in HAProxy to serve a set of endpoints. Pure: no I/O, no clock.
+
+Given what should be served, what HAProxy's runtime API lists (or None when it did not
+answer), the live config file and the freshly rendered one, `plan` says what to do:
+
+- `none`: the file is the rendered one and HAProxy serves exactly the wanted servers,
+  ready; nothing is touched;
+- `runtime`: only membership differs and the runtime API may be used: add the new
+  servers (ready at once), put back servers someone put in maintenance or drain, drain
+  and delete the leaving ones; then the file follows when it differs;
+- `file`: HAProxy already agrees, only the file is behind (a poller stopped mid-apply);
+- `reload`: anything else (the template or settings changed, a reload is pending, the
+  runtime API is off, HAProxy lists a server under another address): install the file
+  and reload;
+- `offline`: HAProxy does not answer: install the file (a restarted HAProxy loads the
+  pool) and remember whether a reload will be needed once it is back.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+
+from poller.endpoints import Endpoint, ordered
+from poller.haproxy.servers import ServerState
+
+_SERVER_LINE = re.compile(r"^\s*server\s+n_\S+\s+(\S+)", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Plan:
+    method: str  # none | runtime | file | reload | offline
+    add: tuple[Endpoint, ...] = ()
+    enable: tuple[str, ...] = ()  # live servers to put back in service (names)
+    remove: tuple[str, ...] = ()  # live servers to drain and delete (names)
+    install: bool = False  # install the rendered file
+    pending_reload: bool = False  # offline: a reload is owed once HAProxy answers
+    reason: str = ""
+
+
+def servers_in_file(text: str) -> list[Endpoint]:
+    """The servers of a config poller rendered (names are ours: `n_...`)."""
+    found = []
+    for match in _SERVER_LINE.finditer(text):
+        try:
+            found.append(Endpoint.parse(match.group(1)))
+        except ValueError:
+            continue  # not one of ours after all
+    return ordered(found)
+
+
+def plan(
+    wanted: Collection[Endpoint],
+    live: Sequence[ServerState] | None,
+    live_text: str | None,
+    rendered: str,
+    same_skeleton: bool,
+    pending_reload: bool,
+    runtime_api: bool,
+) -> Plan:
+    """What to do; `same_skeleton`: the live file renders from this template and these
+    settings (its servers aside), so HAProxy differs from `rendered` in servers only."""
+    file_behind = rendered != live_text
+    if live is None:
+        return Plan(
+            "offline",
+            install=file_behind,
+            pending_reload=pending_reload or (file_behind and not same_skeleton),
+            reason="HAProxy's runtime API does not answer",
+        )
+    by_name = {s.name: s for s in live}
+    wanted_by_name = {e.name: e for e in ordered(wanted)}
+    moved = [n for n, e in wanted_by_name.items() if n in by_name and by_name[n].endpoint != e]
+    add = tuple(e for n, e in wanted_by_name.items() if n not in by_name)
+    enable = tuple(n for n in wanted_by_name if n in by_name and not by_name[n].ready)
+    remove = tuple(sorted((n for n in by_name if n not in wanted_by_name), key=_name_order(live)))
+    in_step = not (add or enable or remove or moved)
+    if in_step and not file_behind and not pending_reload:
+        return Plan("none")
+    if pending_reload:
+        return Plan("reload", install=True, reason="a reload is pending")
+    if not runtime_api:
+        return Plan("reload", install=True, reason="haproxy.runtime_api is false")
+    if not same_skeleton:
+        return Plan("reload", install=True, reason="the template or settings changed")
+    if moved:
+        return Plan("reload", install=True, reason=f"HAProxy lists {moved[0]} at another address")
+    if in_step:
+        return Plan("file", install=True, reason="only the file was behind")
+    return Plan("runtime", add, enable, remove, install=file_behind)
+
+
+def reload_instead(reason: str) -> Plan:
+    """The fallback when a runtime change failed: the whole file, and a reload."""
+    return Plan("reload", install=True, reason=reason)
+
+
+def _name_order(live: Sequence[ServerState]) -> Callable[[str], Endpoint]:
+    endpoints = {s.name: s.endpoint for s in live}
+    return lambda name: endpoints[name]

@@ -1,0 +1,185 @@
+"""Bringing HAProxy in step with the pool: when the serving set changes (debounced), and
+now and then to catch drift (a HAProxy restart, a server put in maintenance by hand).
+
+One reconcile reads HAProxy's servers, lets the guard hold removals that look like the
+poller's own fault, and has the applier plan and carry out the change. A failed apply
+(HAProxy away, a rejected config, a failed reload, an unexpected exception) is logged
+with the reason, counted, and retried with backoff (0.5 s doubling to 15 s) while the
+last good state stays live. `in_step_mono` is when HAProxy was last brought or found in
+step: `/healthz` turns 503 when that is too long ago.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from poller.applying.executing import Applier, Result
+from poller.config import Settings
+from poller.endpoints import Endpoint, ordered
+from poller.errors import HAProxyError, HAProxyUnavailable
+from poller.guards import Hold, guard
+from poller.haproxy.servers import ServerState
+from poller.history import History
+from poller.metrics import Metrics
+from poller.tracking import Tracker
+
+log = logging.getLogger("poller")
+
+BACKOFF_FIRST_SECONDS = 0.5
+BACKOFF_MAX_SECONDS = 15.0
+
+
+class Reconciler:
+    def __init__(
+        self,
+        settings: Settings,
+        tracker: Tracker,
+        applier: Applier,
+        metrics: Metrics,
+        history: History,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.tracker = tracker
+        self.applier = applier
+        self.metrics = metrics
+        self.history = history
+        self.clock = clock
+        self.wall = wall
+        self.changed = asyncio.Event()
+        self.applying = asyncio.Lock()
+        self.hold: Hold | None = None
+        self.live: frozenset[Endpoint] = frozenset()
+        self.last_change: dict[str, Any] | None = None
+        self.in_step_mono: float | None = None
+        self.backoff = BACKOFF_FIRST_SECONDS
+        self.retry_at = float("-inf")  # after a failure, no attempt before this
+        tracker.on_serving_change.append(self.changed.set)
+
+    async def run(self) -> None:
+        while True:
+            await self.changed.wait()
+            await self._debounce()
+            # Pool changes and periodic ticks wait out the backoff too.
+            wait = self.retry_at - self.clock()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            async with self.applying:
+                await self.reconcile()
+
+    async def _debounce(self) -> None:
+        haproxy = self.settings.haproxy
+        first = self.clock()
+        while True:
+            self.changed.clear()
+            left = first + haproxy.max_wait_seconds - self.clock()
+            quiet = min(haproxy.min_wait_seconds, left)
+            if quiet <= 0:
+                return
+            try:
+                await asyncio.wait_for(self.changed.wait(), quiet)
+            except TimeoutError:
+                return
+
+    async def reconcile(self) -> None:
+        """One attempt; never raises but for cancellation."""
+        try:
+            result = await self._attempt()
+        except Exception as exc:
+            # A bug: the traceback goes to the log; the apply is retried like any other.
+            log.exception("HAProxy not updated: unexpected error; will retry")
+            self.metrics.task_failures.labels(task="apply").inc()
+            result = Result("runtime", error=f"unexpected error: {exc!r}")
+            self._failed(result, logged=True)
+            return
+        if result.ok:
+            self.backoff = BACKOFF_FIRST_SECONDS
+            self.retry_at = float("-inf")
+            self.in_step_mono = self.clock()
+            self.metrics.haproxy_in_step.set(self.wall())
+            if result.method != "none":
+                self._report_change(result)
+        else:
+            self._failed(result)
+
+    async def _attempt(self) -> Result:
+        desired = self.tracker.desired()
+        states: list[ServerState] | None
+        try:
+            states = await self.applier.live_servers()
+            live = frozenset(s.endpoint for s in states)
+            self.metrics.haproxy_up.set(1)
+        except HAProxyUnavailable:
+            states, live = None, self.live
+            self.metrics.haproxy_up.set(0)
+        except HAProxyError as exc:  # it answered, but not as expected (no such backend)
+            self.metrics.haproxy_up.set(1)
+            return Result("runtime", error=str(exc))
+        servers, hold = guard(desired, live, self.settings.guard, self.clock(), self.hold)
+        self._report_hold(hold)
+        result = await self.applier.apply(servers, states)
+        if result.method in ("none", "runtime", "file", "reload"):
+            self.live = servers  # what HAProxy serves now, even if the file is behind
+        return result
+
+    def _failed(self, result: Result, logged: bool = False) -> None:
+        self.metrics.changes.labels(method=result.method, result="failed").inc()
+        self.last_change = {
+            "method": result.method,
+            "result": "failed",
+            "error": result.error,
+            "at": self.wall(),
+        }
+        self.history.change(self.last_change)
+        if not logged:
+            log.error(
+                "HAProxy not updated; will retry",
+                extra={"fields": {"error": result.error, "retry_in_seconds": self.backoff}},
+            )
+        self.retry_at = self.clock() + self.backoff
+        self.backoff = min(self.backoff * 2, BACKOFF_MAX_SECONDS)
+        self.changed.set()  # the retry
+
+    def _report_hold(self, hold: Hold | None) -> None:
+        if hold is not None and self.hold is None:
+            self.metrics.guard_holds.inc()
+            held = [str(e) for e in ordered(hold.held)]
+            self.history.note("guard_hold", self.wall(), hold.reason, held)
+            log.warning(
+                "guard holding removals", extra={"fields": {"held": held, "reason": hold.reason}}
+            )
+        elif hold is None and self.hold is not None:
+            released = [str(e) for e in ordered(self.hold.held)]
+            self.history.note("guard_release", self.wall(), "", released)
+            log.info("guard released", extra={"fields": {"held": released}})
+        self.hold = hold
+        self.metrics.guard_held.set(len(hold.held) if hold else 0)
+
+    def _report_change(self, result: Result) -> None:
+        self.metrics.changes.labels(method=result.method, result="ok").inc()
+        self.metrics.change_duration.labels(method=result.method).observe(result.duration_seconds)
+        self.last_change = {
+            "method": result.method,
+            "result": "ok",
+            "added": result.added,
+            "removed": result.removed,
+            "duration_seconds": round(result.duration_seconds, 3),
+            "at": self.wall(),
+        }
+        self.history.change(self.last_change)
+        log.info(
+            "HAProxy updated",
+            extra={
+                "fields": {
+                    "method": result.method,
+                    "added": result.added,
+                    "removed": result.removed,
+                    "duration_ms": round(result.duration_seconds * 1000, 1),
+                }
+            },
+        )

@@ -1,0 +1,49 @@
+"""Restoring the pool when `poller run` starts, so a restart neither flaps members nor
+touches HAProxy: the staged copies a killed writer left are removed, the saved pool is
+loaded, and with no saved pool (a first start, a lost or corrupt state file) the servers
+HAProxy serves (or its config file lists) are adopted, so poller never starts by
+stripping HAProxy while the first sweeps run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from poller import cycle, files, states
+from poller.applying.executing import Applier
+from poller.config import Settings
+from poller.errors import PollerError, StateError
+from poller.pools import Pool
+
+log = logging.getLogger("poller")
+
+
+async def restore(settings: Settings, applier: Applier) -> Pool:
+    # This sidecar is the only writer of these files: what is staged is a killed write.
+    for path in (settings.haproxy.config_path, settings.state.path):
+        removed = files.remove_stale(path)
+        if removed:
+            log.info("removed staged copies left by a stop", extra={"fields": {"files": removed}})
+    try:
+        saved = states.load(settings.state.path, time.monotonic(), time.time())
+    except StateError as exc:
+        log.error("state file ignored", extra={"fields": {"error": str(exc)}})
+        saved = None
+    if saved is not None and saved.pending_reload:
+        applier.journal.set(True)  # owed by a poller from before the reload journal
+    if saved is not None and saved.pool.members:
+        fields = {"members": len(saved.pool.members), "serving": len(saved.pool.serving())}
+        log.info("state restored", extra={"fields": fields})
+        return saved.pool
+    try:
+        servers = [s.endpoint for s in await applier.live_servers()]
+        source = "runtime"
+    except PollerError:
+        servers, source = applier.live_file_servers(), "config file"
+    if servers:
+        log.info(
+            "adopted HAProxy's servers",
+            extra={"fields": {"members": len(servers), "source": source}},
+        )
+    return cycle.adopted(servers, settings.pool.rise, time.monotonic())

@@ -1,0 +1,71 @@
+"""What probes found: one result per endpoint, and what a sweep of many adds up to. Data
+only: the classes of outcome, a probe's result, a sweep's tally and when a sweep says
+nothing about the nodes. The probing that fills them is `probing`'s.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from poller.endpoints import Endpoint
+
+# A sweep is failed (not "everyone is down") when at least this share of its targets
+# could not even be tried because of the poller's own side: no route, no buffers, no fds.
+FAILED_SWEEP_LOCAL_ERROR_SHARE = 0.5
+
+
+class Outcome(StrEnum):
+    OK = "ok"
+    REFUSED = "refused"
+    UNREACHABLE = "unreachable"
+    TIMEOUT = "timeout"
+    RESET = "reset"
+    NOT_HTTP = "not_http"
+    TLS_ERROR = "tls_error"
+    UNEXPECTED_STATUS = "unexpected_status"
+    BODY_MISMATCH = "body_mismatch"
+    LOCAL_ERROR = "local_error"
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    endpoint: Endpoint
+    outcome: Outcome
+    connected: bool  # the TCP port accepted: something listens there
+    latency_ms: float
+    status: int | None = None
+    identity: str | None = None
+    detail: str = ""
+
+    @property
+    def healthy(self) -> bool:
+        return self.outcome is Outcome.OK
+
+
+@dataclass
+class Sweep:
+    """What one sweep saw. Results are kept for every target that accepted a connection
+    (and for all targets when asked); the rest are only counted."""
+
+    targets: int = 0
+    known: int = 0  # targets skipped: pool members, which their own checks cover
+    results: list[ProbeResult] = field(default_factory=list)
+    outcomes: Counter[str] = field(default_factory=Counter)
+    started_at: float = 0.0  # wall clock, for reports
+    duration_seconds: float = 0.0
+
+    @property
+    def healthy(self) -> list[ProbeResult]:
+        return [r for r in self.results if r.healthy]
+
+    @property
+    def failure(self) -> str | None:
+        """Why this sweep says nothing about the nodes, or None when it is trustworthy."""
+        local = self.outcomes.get(Outcome.LOCAL_ERROR, 0)
+        probed = self.targets - self.known
+        if probed and local >= probed * FAILED_SWEEP_LOCAL_ERROR_SHARE:
+            sample = next((r.detail for r in self.results if r.outcome is Outcome.LOCAL_ERROR), "")
+            return f"{local} of {probed} probes failed on the poller's side ({sample})"
+        return None

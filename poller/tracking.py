@@ -1,0 +1,152 @@
+"""Tracking the pool: what sweeps and checks saw goes in, the pool moves, and everyone who
+must know hears of it (logs, metrics, the status history, the state file, the applier
+and the checker).
+
+The one place the daemon's pool changes. A sweep that failed on the poller's own side
+changes nothing (a failed sweep is not an empty pool); a failure that persists is logged
+when it starts and when it ends, and counted in between. State changes (a member up or
+down, an identity change) log at INFO with structured fields; the state file is saved
+after each of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Collection, Sequence
+from pathlib import Path
+
+from poller import cycle, states
+from poller.config import PoolSettings
+from poller.endpoints import Endpoint
+from poller.errors import PollerError
+from poller.history import History
+from poller.metrics import Metrics
+from poller.pools import EventKind, Observation, Pool, Rules, State, step
+from poller.results import Sweep
+
+log = logging.getLogger("poller")
+
+QUIET_EVENTS = frozenset({EventKind.CANDIDATE, EventKind.DROPPED})
+
+
+class Tracker:
+    def __init__(
+        self,
+        pool: Pool,
+        settings: PoolSettings,
+        state_path: Path,
+        metrics: Metrics,
+        history: History,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.pool = pool
+        self.settings = settings
+        self.state_path = state_path
+        self.metrics = metrics
+        self.history = history
+        self.clock = clock
+        self.wall = wall
+        self.last_success_mono: float | None = None  # for ages: wall clocks jump
+        self.last_success_wall: float | None = None
+        self.failing: set[str] = set()  # sweep kinds failing now
+        self.on_serving_change: list[Callable[[], None]] = []
+        self.on_members_change: list[Callable[[], None]] = []
+        self.gauge_members()
+
+    def configure(self, settings: PoolSettings, state_path: Path) -> None:
+        self.settings = settings
+        self.state_path = state_path
+
+    # -- what was seen --------------------------------------------------------------------
+
+    def checked(self, found: Sweep, asked: Collection[Endpoint]) -> None:
+        """Member checks came back."""
+        if self.account("check", found):
+            self.observe(cycle.observations(found.results, asked))
+
+    def discovered(self, found: Sweep) -> None:
+        """A discovery sweep came back: healthy endpoints the pool does not know are
+        candidates."""
+        if self.account("discovery", found):
+            fresh = cycle.candidates(found.results, self.pool)
+            if fresh:
+                self.observe(fresh)
+
+    def account(self, kind: str, found: Sweep) -> bool:
+        """Metrics and history of a sweep; False when it failed on the poller's own side."""
+        self.metrics.sweep_duration.labels(kind=kind).observe(found.duration_seconds)
+        for outcome, count in found.outcomes.items():
+            self.metrics.probes.labels(result=str(outcome)).inc(count)
+        if kind == "discovery":
+            self.history.sweep(found)
+        failure = found.failure
+        if failure is not None:
+            self.metrics.sweeps.labels(kind=kind, result="failed").inc()
+            self.metrics.sweep_failures.labels(kind=kind).inc()
+            if kind not in self.failing:
+                self.failing.add(kind)
+                log.error(
+                    "sweep failed; keeping the last pool",
+                    extra={"fields": {"kind": kind, "error": failure}},
+                )
+            return False
+        if kind in self.failing:
+            self.failing.discard(kind)
+            log.info("sweeps succeed again", extra={"fields": {"kind": kind}})
+        self.metrics.sweeps.labels(kind=kind, result="ok").inc()
+        self.last_success_mono = self.clock()
+        self.last_success_wall = self.wall()
+        self.metrics.last_success.set(self.last_success_wall)
+        return True
+
+    def observe(self, observations: Sequence[Observation]) -> None:
+        before = {m.endpoint for m in self.pool.serving()}
+        known = set(self.pool.members)
+        rules = Rules(self.settings.rise, self.settings.fall, self.settings.forget_after_seconds)
+        self.pool, events = step(self.pool, observations, self.clock(), rules)
+        for seen in observations:
+            if seen.endpoint in self.pool.members:
+                self.history.probe(seen.endpoint, seen.latency_ms if seen.healthy else None)
+        self.history.keep_only(self.pool.members)
+        self.history.member_events(events, self.wall())
+        for event in events:
+            log.log(
+                logging.DEBUG if event.kind in QUIET_EVENTS else logging.INFO,
+                f"member {event.kind}",
+                extra={
+                    "fields": {
+                        "member": str(event.endpoint),
+                        "identity": event.identity,
+                        "previous_identity": event.previous_identity,
+                        "reason": event.reason or None,
+                    }
+                },
+            )
+        self.gauge_members()
+        if any(e.kind not in QUIET_EVENTS for e in events):
+            self.save()
+        if set(self.pool.members) != known:
+            for notify in self.on_members_change:
+                notify()
+        if {m.endpoint for m in self.pool.serving()} != before:
+            for notify in self.on_serving_change:
+                notify()
+
+    # -- the pool -------------------------------------------------------------------------
+
+    def desired(self) -> list[Endpoint]:
+        return cycle.desired(self.pool)
+
+    def gauge_members(self) -> None:
+        counts = Counter(m.state for m in self.pool.members.values())
+        for state in State:
+            self.metrics.members.labels(state=str(state)).set(counts.get(state, 0))
+
+    def save(self) -> None:
+        try:
+            states.save(self.state_path, self.pool, self.clock(), self.wall())
+        except PollerError as exc:
+            log.error("cannot save state", extra={"fields": {"error": str(exc)}})

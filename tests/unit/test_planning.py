@@ -1,0 +1,133 @@
+"""The apply planner, as a table: what HAProxy is asked to do, decided without HAProxy."""
+
+from __future__ import annotations
+
+import pytest
+
+from poller.applying.planning import Plan, plan, servers_in_file
+from poller.endpoints import Endpoint
+from poller.haproxy.servers import ADMIN_DRAIN, ADMIN_MAINT, ServerState
+
+A, B, C = (Endpoint(f"10.0.0.{i}", 3000) for i in (1, 2, 3))
+RENDERED = "rendered\n"
+
+
+def live(*endpoints: Endpoint, admin: int = 0) -> list[ServerState]:
+    return [ServerState(e.name, e, 2, admin) for e in endpoints]
+
+
+def decide(
+    wanted: list[Endpoint],
+    servers: list[ServerState] | None,
+    live_text: str | None = RENDERED,
+    same_skeleton: bool = True,
+    pending_reload: bool = False,
+    runtime_api: bool = True,
+) -> Plan:
+    return plan(wanted, servers, live_text, RENDERED, same_skeleton, pending_reload, runtime_api)
+
+
+@pytest.mark.parametrize(
+    ("wanted", "servers", "live_text", "same", "pending", "runtime_api", "expected"),
+    [
+        # In step, file up to date: nothing at all.
+        ([A, B], live(A, B), RENDERED, True, False, True, Plan("none")),
+        ([], live(), RENDERED, True, False, True, Plan("none")),
+        # Membership only: the runtime API, adds before removals, the file follows.
+        ([A, B], live(A), "old\n", True, False, True, Plan("runtime", (B,), (), (), True)),
+        ([A], live(A, B), "old\n", True, False, True, Plan("runtime", (), (), (B.name,), True)),
+        (
+            [B, C],
+            live(A),
+            "old\n",
+            True,
+            False,
+            True,
+            Plan("runtime", (B, C), (), (A.name,), True),
+        ),
+        # Someone put a server in maintenance or drain behind poller's back: put back.
+        (
+            [A],
+            live(A, admin=ADMIN_MAINT & 0x01),
+            RENDERED,
+            True,
+            False,
+            True,
+            Plan("runtime", (), (A.name,), (), False),
+        ),
+        (
+            [A],
+            live(A, admin=ADMIN_DRAIN & 0x08),
+            RENDERED,
+            True,
+            False,
+            True,
+            Plan("runtime", (), (A.name,), (), False),
+        ),
+        # HAProxy agrees, only the file is behind (a poller stopped mid-apply).
+        ([A], live(A), "old\n", True, False, True, Plan("file", install=True, reason="x")),
+        # Anything else reloads, the file first.
+        ([A], live(A), "old\n", False, False, True, Plan("reload", install=True, reason="x")),
+        ([A, B], live(A), "old\n", True, True, True, Plan("reload", install=True, reason="x")),
+        ([A, B], live(A), "old\n", True, False, False, Plan("reload", install=True, reason="x")),
+        ([A], live(A), RENDERED, True, True, True, Plan("reload", install=True, reason="x")),
+        ([A], live(A), None, False, False, True, Plan("reload", install=True, reason="x")),
+        # HAProxy away: the file is installed for whatever starts it next.
+        ([A], None, "old\n", True, False, True, Plan("offline", install=True, reason="x")),
+        ([A], None, RENDERED, True, False, True, Plan("offline", reason="x")),
+        (
+            [A],
+            None,
+            "old\n",
+            False,
+            False,
+            True,
+            Plan("offline", install=True, pending_reload=True, reason="x"),
+        ),
+        ([A], None, RENDERED, True, True, True, Plan("offline", pending_reload=True, reason="x")),
+    ],
+)
+def test_plans(
+    wanted: list[Endpoint],
+    servers: list[ServerState] | None,
+    live_text: str | None,
+    same: bool,
+    pending: bool,
+    runtime_api: bool,
+    expected: Plan,
+) -> None:
+    got = decide(wanted, servers, live_text, same, pending, runtime_api)
+    # The reason is for the logs; everything else is the plan.
+    assert (got.method, got.add, got.enable, got.remove, got.install, got.pending_reload) == (
+        expected.method,
+        expected.add,
+        expected.enable,
+        expected.remove,
+        expected.install,
+        expected.pending_reload,
+    )
+
+
+def test_a_server_listed_at_another_address_is_never_moved_at_runtime() -> None:
+    moved = ServerState(A.name, Endpoint("10.0.0.9", 3000), 2, 0)
+    got = decide([A], [moved], "old\n")
+    assert got.method == "reload"
+    assert "another address" in got.reason
+
+
+def test_additions_are_in_endpoint_order_and_removals_too() -> None:
+    got = decide([C, A, B], live(), "old\n")
+    assert got.add == (A, B, C)
+    got = decide([], live(C, A, B), "old\n")
+    assert got.remove == (A.name, B.name, C.name)
+
+
+def test_servers_are_read_back_from_a_rendered_file_only_when_ours() -> None:
+    text = (
+        "backend nodes\n"
+        "    server n_10_0_0_2_3000 10.0.0.2:3000 check\n"
+        "    server n_10_0_0_1_3000 10.0.0.1:3000 check\n"
+        "    server hand-made 10.0.0.7:3000 check\n"
+        "    server n_fd00_0000_0000_0000_0000_0000_0000_0001_80 [fd00::1]:80 check\n"
+    )
+    assert servers_in_file(text) == [A, B, Endpoint("fd00::1", 80)]
