@@ -3,34 +3,52 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 
-.PHONY: demo demo-netns test lint venv lock bench clean
+.PHONY: help demo demo-netns test test-engine standins lint venv runtime-venv lock bench clean
 
-demo: venv                ## a local demo lab on 127.0.0.0/8 (Ctrl-C stops it all)
+help:                     ## this list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:[^#]*## /\t/' | expand -t 14
+
+demo: runtime-venv        ## a local demo lab on 127.0.0.0/8, about a minute (Ctrl-C stops it)
 	@scripts/ensure-haproxy
 	$(PY) -m tests.support.demo
 
-demo-netns: venv          ## the same demo in network namespaces (root)
+demo-netns: runtime-venv  ## the same demo in network namespaces (root)
 	@scripts/ensure-haproxy
 	@[ "$$(id -u)" -eq 0 ] || { echo "the namespace lab needs root: sudo make demo-netns"; exit 1; }
 	scripts/in-private-netns $(PY) -m tests.support.netlab
 
-test: venv                ## the whole suite, inside a private network namespace
+test: venv                ## the whole suite in a private network namespace (~12 min here)
+	@$(MAKE) --no-print-directory standins
 	scripts/in-private-netns $(PY) -m pytest $(PYTEST_ARGS)
 
-lint: venv
+test-engine: venv         ## only the real Docker engine suite (root, docker.io)
+	@$(MAKE) --no-print-directory standins
+	scripts/in-private-netns $(PY) -m pytest -m engine $(PYTEST_ARGS)
+
+standins: venv            ## the engine suite's base images, made offline-able (root; cached)
+	@if [ "$$(id -u)" -eq 0 ]; then $(PY) -m tests.support.standins; \
+	 else echo "not root: the engine suite (tests/engine) will skip"; fi
+
+lint: venv                ## ruff, mypy --strict, import-linter's layer contracts
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy --strict poller
 	$(VENV)/bin/lint-imports
 
-venv: $(VENV)/.installed
+venv: $(VENV)/.installed        ## runtime + test and lint tools (requirements-dev.lock)
 
-$(VENV)/.installed: requirements-dev.lock pyproject.toml
+runtime-venv: $(VENV)/.runtime  ## the runtime only (requirements.lock): what the demo needs
+
+$(VENV)/.runtime: requirements.lock pyproject.toml
 	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || { \
 	  echo "python3 cannot make a venv: install it with 'sudo apt-get install python3-venv'"; exit 1; }
-	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.lock
+	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.lock
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps -e .
+	@touch $@
+
+$(VENV)/.installed: $(VENV)/.runtime requirements-dev.lock
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.lock
 	@touch $@
 
 lock:                     ## re-pin requirements*.lock from pyproject.toml
@@ -51,8 +69,9 @@ bench: venv               ## the benchmarks (minutes); results in docs/BENCHMARK
 	@if [ "$$(id -u)" -eq 0 ]; then \
 	   scripts/in-private-netns $(PY) -m bench.lab && \
 	   scripts/in-private-netns $(PY) -m bench.discovery && \
-	   scripts/in-private-netns $(PY) -m bench.footprint; \
-	 else echo "bench/lab.py, discovery.py, footprint.py need root (namespaces): sudo make bench"; fi
+	   scripts/in-private-netns $(PY) -m bench.footprint && \
+	   $(PY) -m bench.engine; \
+	 else echo "bench/lab.py, discovery.py, footprint.py, engine.py need root (namespaces): sudo make bench"; fi
 
-clean:
+clean:                    ## remove the venv and the tools' caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

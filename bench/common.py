@@ -40,7 +40,8 @@ def ensure_private_namespace() -> None:
         raise SystemExit("bench: still not in a private network namespace; refusing to run")
     env = dict(os.environ, POLLER_BENCH_IN_NETNS="1")
     script = ROOT / "scripts" / "in-private-netns"
-    os.execve(str(script), [str(script), sys.executable, *sys.argv], env)
+    # The command line as given (`python -m bench.X ...`), so the module runs as a module.
+    os.execve(str(script), [str(script), sys.executable, *sys.orig_argv[1:]], env)
 
 
 def exit_cleanly_on_sigterm() -> None:

@@ -86,5 +86,29 @@ class Metrics:
             ["task"],
             registry=r,
         )
+        self.guard_hold_started = Gauge(
+            "poller_guard_hold_started_timestamp_seconds",
+            "Unix time the current hold of removals began (0: not holding).",
+            registry=r,
+        )
+        # Settings the alert rules compare with (deploy/prometheus/poller-rules.yml).
+        self.discovery_interval = Gauge(
+            "poller_discovery_interval_seconds", "discovery.interval_seconds.", registry=r
+        )
+        self.reconcile_interval = Gauge(
+            "poller_reconcile_interval_seconds",
+            "haproxy.reconcile_interval_seconds.",
+            registry=r,
+        )
+        self.guard_max_hold = Gauge(
+            "poller_guard_max_hold_seconds",
+            "guard.max_hold_seconds (0: until resolved).",
+            registry=r,
+        )
         self.build = Gauge("poller_build_info", "Build information.", ["version"], registry=r)
         self.build.labels(version=__version__).set(1)
+
+    def settings(self, discovery: float, reconcile: float, max_hold: float) -> None:
+        self.discovery_interval.set(discovery)
+        self.reconcile_interval.set(reconcile)
+        self.guard_max_hold.set(max_hold)

@@ -59,6 +59,10 @@ class Reconciler:
         self.in_step_mono: float | None = None
         self.backoff = BACKOFF_FIRST_SECONDS
         self.retry_at = float("-inf")  # after a failure, no attempt before this
+        self.failing: str | None = None  # the error of the failures in a row, if any
+        self.failed_attempts = 0
+        self.answered_once = False  # HAProxy's runtime API answered since the start
+        self.started = clock()
         tracker.on_serving_change.append(self.changed.set)
 
     async def run(self) -> None:
@@ -97,7 +101,15 @@ class Reconciler:
             result = Result("runtime", error=f"unexpected error: {exc!r}")
             self._failed(result, logged=True)
             return
+        if result.method != "offline":
+            self.answered_once = True
         if result.ok:
+            if self.failed_attempts:
+                log.info(
+                    "HAProxy in step again",
+                    extra={"fields": {"failed_attempts": self.failed_attempts}},
+                )
+            self.failing, self.failed_attempts = None, 0
             self.backoff = BACKOFF_FIRST_SECONDS
             self.retry_at = float("-inf")
             self.in_step_mono = self.clock()
@@ -136,14 +148,26 @@ class Reconciler:
             "at": self.wall(),
         }
         self.history.change(self.last_change)
+        self.failed_attempts += 1
         if not logged:
-            log.error(
-                "HAProxy not updated; will retry",
-                extra={"fields": {"error": result.error, "retry_in_seconds": self.backoff}},
-            )
+            fields = {"error": result.error, "retry_in_seconds": self.backoff}
+            if result.error == self.failing:
+                # The same failure again: counted (poller_haproxy_changes_total), and
+                # logged once when it starts and once when it ends, not at every retry.
+                log.debug("HAProxy still not updated", extra={"fields": fields})
+            elif not self.answered_once and self.clock() - self.started < self._grace():
+                # A sidecar often starts before HAProxy has opened its socket.
+                log.info("waiting for HAProxy's runtime API", extra={"fields": fields})
+            else:
+                log.error("HAProxy not updated; will retry", extra={"fields": fields})
+        self.failing = result.error
         self.retry_at = self.clock() + self.backoff
         self.backoff = min(self.backoff * 2, BACKOFF_MAX_SECONDS)
         self.changed.set()  # the retry
+
+    def _grace(self) -> float:
+        """How long HAProxy may take to answer after the poller starts."""
+        return 3 * self.settings.haproxy.reconcile_interval_seconds
 
     def _report_hold(self, hold: Hold | None) -> None:
         if hold is not None and self.hold is None:
@@ -159,6 +183,8 @@ class Reconciler:
             log.info("guard released", extra={"fields": {"held": released}})
         self.hold = hold
         self.metrics.guard_held.set(len(hold.held) if hold else 0)
+        started = self.wall() - (self.clock() - hold.since) if hold else 0
+        self.metrics.guard_hold_started.set(started)
 
     def _report_change(self, result: Result) -> None:
         self.metrics.changes.labels(method=result.method, result="ok").inc()

@@ -19,10 +19,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable, Coroutine
-from datetime import UTC, datetime
 from typing import Any
-
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from poller import clocks, views
 from poller.applying.executing import Applier
@@ -37,6 +34,7 @@ from poller.probing import Prober
 from poller.reconciling import Reconciler
 from poller.rendering import load_template
 from poller.restoring import restore
+from poller.scheduling import Schedule
 from poller.status import StatusServer
 from poller.sweeping import Discovery, resolve
 from poller.tracking import Tracker
@@ -70,7 +68,7 @@ class Daemon:
         self.reconciler = Reconciler(
             settings, self.tracker, self.applier, self.metrics, self.history
         )
-        self.scheduler = AsyncIOScheduler()
+        self.schedule = Schedule(self.discoverer.mark_due, self.reconciler.changed.set)
         self.status: StatusServer | None = None
         self.stopping = asyncio.Event()
         self.hup = asyncio.Event()
@@ -85,13 +83,15 @@ class Daemon:
         self.tracker.gauge_members()
         if self.settings.status.enabled:
             await self._serve_status()
-        self._schedule()
-        self.scheduler.start()
+        self.schedule.start(self.settings)
+        self._export_settings()
         tasks = {
             self._task("checker", self.checker.run()),
             self._task("discoverer", self.discoverer.run()),
             self._task("reconciler", self.reconciler.run()),
-            self._task("clock", clocks.watch(self.metrics, self.history, self._all_due_now)),
+            self._task(
+                "clock", clocks.watch(self.metrics, self.history, self.schedule.all_due_now)
+            ),
         }
         members = len(self.tracker.pool.members)
         log.info(
@@ -128,7 +128,7 @@ class Daemon:
 
     async def _shut_down(self, tasks: set[asyncio.Task[None]]) -> None:
         log.info("stopping")
-        self.scheduler.shutdown(wait=False)
+        self.schedule.shutdown()
         # An apply under way finishes (bounded): HAProxy and its file stay in step.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.reconciler.applying.acquire(), STOP_GRACE_SECONDS)
@@ -145,6 +145,7 @@ class Daemon:
         log.info("stopped")
 
     async def _serve_status(self) -> None:
+        self.metrics.registry.register(views.HealthCollector(self.snapshot))
         routes = views.routes(self.snapshot, self.metrics.registry)
         failed = self.metrics.task_failures.labels(task="status").inc
         self.status = StatusServer(self.settings.status.listen, routes, failed)
@@ -155,34 +156,6 @@ class Daemon:
             raise ConfigError("status.listen", f"cannot listen on {listen}: {exc}") from exc
         where = f"{self.status.host}:{self.status.port}"
         log.info("status server listening", extra={"fields": {"listen": where}})
-
-    def _schedule(self) -> None:
-        for job in self.scheduler.get_jobs():
-            job.remove()
-        # Both jobs only mark work as due, so they never run long and are never skipped.
-        # They are coroutines: APScheduler runs plain functions in a thread, and an
-        # asyncio.Event must be set from the loop's own thread.
-        common: dict[str, Any] = {"coalesce": True, "misfire_grace_time": None}
-        self.scheduler.add_job(
-            _now(self.discoverer.mark_due),
-            "interval",
-            seconds=self.settings.discovery.interval_seconds,
-            id="discover",
-            next_run_time=datetime.now(UTC),
-            **common,
-        )
-        self.scheduler.add_job(
-            _now(self.reconciler.changed.set),
-            "interval",
-            seconds=self.settings.haproxy.reconcile_interval_seconds,
-            id="reconcile",
-            **common,
-        )
-
-    def _all_due_now(self) -> None:
-        for job in self.scheduler.get_jobs():
-            job.modify(next_run_time=datetime.now(UTC))
-        self.scheduler.wakeup()
 
     async def _reconfigure(self) -> None:
         """SIGHUP: take new settings and template only if all of them are valid."""
@@ -202,7 +175,8 @@ class Daemon:
         self.applier.configure(settings, template)
         self.tracker.configure(settings.pool, settings.state.path)
         self.reconciler.settings = settings
-        self._schedule()
+        self.schedule.configure(settings)
+        self._export_settings()
         log.info("configuration reloaded", extra={"fields": {"targets": discovery.plan.count}})
         self.checker.wake.set()
         self.reconciler.changed.set()
@@ -210,9 +184,15 @@ class Daemon:
         await asyncio.sleep(old.settings.timeout_seconds)
         await old.aclose()
 
+    def _export_settings(self) -> None:
+        s = self.settings
+        self.metrics.settings(
+            s.discovery.interval_seconds,
+            s.haproxy.reconcile_interval_seconds,
+            s.guard.max_hold_seconds,
+        )
+
     def snapshot(self) -> views.Snapshot:
-        job = self.scheduler.get_job("discover") if self.scheduler.running else None
-        next_run = job.next_run_time.timestamp() if job and job.next_run_time else None
         hold = self.reconciler.hold
         return views.Snapshot(
             mono=time.monotonic(),
@@ -223,7 +203,7 @@ class Daemon:
                 **self.discovery.summary(),
                 "interval_seconds": self.settings.discovery.interval_seconds,
                 "last_sweep": self.history.last_sweep,
-                "next_sweep_at": next_run,
+                "next_sweep_at": self.schedule.next_sweep_at(),
             },
             held=hold.held if hold else frozenset(),
             hold_reason=hold.reason if hold else None,
@@ -243,15 +223,6 @@ class Daemon:
 
 async def _wait(event: asyncio.Event) -> None:
     await event.wait()
-
-
-def _now(action: Callable[[], None]) -> Callable[[], Coroutine[Any, Any, None]]:
-    """`action` as a coroutine function, so the scheduler calls it in the event loop."""
-
-    async def job() -> None:
-        action()
-
-    return job
 
 
 async def run_daemon(settings: Settings, reload_settings: Callable[[], Settings]) -> None:

@@ -6,11 +6,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from poller.endpoints import Endpoint, ordered
 from poller.pools import Member
@@ -134,6 +136,21 @@ def port_of(bind: str) -> int | None:
     """The port of an HAProxy `bind` address (`:1936`, `127.0.0.1:1936`)."""
     tail = bind.rsplit(":", 1)[-1]
     return int(tail) if tail.isdigit() else None
+
+
+class HealthCollector(Collector):
+    """`poller_healthy`: what /healthz says (1 or 0), taken at each scrape."""
+
+    def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
+        self.snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        healthy, _ = health(self.snapshot())
+        yield GaugeMetricFamily(
+            "poller_healthy",
+            "1 while /healthz answers 200 (sweeps and HAProxy in step).",
+            int(healthy),
+        )
 
 
 def _age(now: float, then: float | None) -> float | None:

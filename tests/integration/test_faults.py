@@ -12,7 +12,6 @@ import random
 import signal
 import socket
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,8 +19,8 @@ import pytest
 from poller.applying.planning import servers_in_file
 from poller.config import load_settings
 from poller.rendering import context, load_template, render
-from tests.conftest import requires_root
 from tests.integration.test_run import require_haproxy, serves, settled
+from tests.support.filesystems import fill
 from tests.support.labs import wait_for
 from tests.support.loopback import Lab
 from tests.support.processes import haproxy_accepts
@@ -85,38 +84,6 @@ def test_poller_killed_mid_apply_never_leaves_a_broken_config(tmp_path: Path) ->
         lab.close()
 
 
-@pytest.fixture
-def small_config_dir(tmp_path: Path) -> Iterator[Path]:
-    """HAProxy's config directory on a 256 KiB tmpfs of its own (root: a mount)."""
-    requires_root()
-    directory = tmp_path / "config"
-    directory.mkdir()
-    subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k,mode=0755", "tmpfs", str(directory)],
-        check=True,
-        timeout=10,
-    )
-    try:
-        yield directory
-    finally:
-        subprocess.run(["umount", "-l", str(directory)], check=True, timeout=10)
-
-
-def fill(directory: Path) -> Path:
-    """Fill the file system until a write fails with ENOSPC; returns the filler."""
-    filler = directory / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        for _ in range(10_000):  # bounded: 256 KiB is gone after ~64 of these
-            try:
-                os.write(fd, b"\0" * 4096)
-            except OSError:
-                return filler
-    finally:
-        os.close(fd)
-    raise AssertionError("the small file system never filled up")
-
-
 @pytest.mark.parametrize("fault", ["full", "read-only"])
 def test_config_directory_full_or_read_only(
     tmp_path: Path, small_config_dir: Path, fault: str
@@ -172,13 +139,16 @@ def test_haproxy_socket_missing_or_refusing_is_retried_with_backoff(
             refusing.bind(str(lab.admin_socket))
         lab.start_node(A, "a")
         lab.start_poller()
-        wait_for(lambda: "HAProxy not updated; will retry" in lab.log("poller"), 10, "a retry")
+        wait_for(lambda: "waiting for HAProxy's runtime API" in lab.log("poller"), 10, "a retry")
         # Backoff, not a busy loop: doubling from 0.5 s, at most ~5 tries in 6 s.
-        first = lab.log("poller").count("HAProxy not updated; will retry")
+        failed = ("poller_haproxy_changes_total", 'method="offline",result="failed"')
+        first = lab.metric(*failed)
         with contextlib.suppress(subprocess.TimeoutExpired):
             lab.procs["poller"].wait(6.0)  # a measurement window: the poller must not exit
-        tries = lab.log("poller").count("HAProxy not updated; will retry") - first
+        tries = lab.metric(*failed) - first
         assert 1 <= tries <= 5, tries
+        # Logged when it starts, not at every try.
+        assert lab.log("poller").count("waiting for HAProxy's runtime API") == 1
         assert lab.poller_alive()
         assert str(lab.admin_socket) in lab.log("poller")
         if refusing is not None:

@@ -8,6 +8,7 @@ engine suite (`engine`) build on these; the tests, the benchmarks and the demo u
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -44,12 +45,14 @@ def stop_process(
 ) -> int | None:
     """Signal a process we started (by its PID) and reap it; SIGKILL after `timeout`."""
     if proc.poll() is None:
-        os.kill(proc.pid, sig)
+        with contextlib.suppress(ProcessLookupError):  # it may end meanwhile
+            os.kill(proc.pid, sig)
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(10)
     return proc.returncode
 
 

@@ -26,11 +26,22 @@ def load(path: Path) -> dict[str, Any]:
     return document
 
 
+def mounts(service: dict[str, Any]) -> list[tuple[str, str]]:
+    """(source, target) of a service's volumes, short (`a:b:ro`) or long syntax."""
+    found = []
+    for volume in service.get("volumes", []):
+        if isinstance(volume, dict):
+            found.append((volume["source"], volume["target"]))
+        else:
+            source, target = volume.split(":")[:2]
+            found.append((source, target))
+    return found
+
+
 def mounted_config(document: dict[str, Any], base: Path) -> Path:
     """The poller config a deployment gives the poller service."""
     service = document["services"]["poller"]
-    for volume in service.get("volumes", []):
-        source, target = volume.split(":")[:2]
+    for source, target in mounts(service):
         if target == "/etc/poller/poller.yaml":
             return (base / source).resolve()
     config = service["configs"][0]
@@ -58,8 +69,7 @@ def test_every_referenced_file_exists(path: Path) -> None:
             assert dockerfile.is_file(), f"{name}: {dockerfile} is missing"
         elif isinstance(build, str):
             assert (base / build / "Dockerfile").is_file()
-        for volume in service.get("volumes", []):
-            source = volume.split(":")[0]
+        for source, _ in mounts(service):
             if source.startswith("."):
                 assert (base / source).exists(), f"{name}: bind mount {source} is missing"
             else:
@@ -103,9 +113,12 @@ def test_ports_and_subnets_agree_with_the_poller_config(path: Path) -> None:
     command = " ".join(haproxy["command"])
     assert str(settings.haproxy.master_socket) in command
     assert str(settings.haproxy.config_path) in command
-    for mount in ("haproxy-config:/usr/local/etc/haproxy", "haproxy-run:/var/run/haproxy"):
-        assert any(v.startswith(mount) for v in haproxy["volumes"])
-        assert any(v.startswith(mount) for v in document["services"]["poller"]["volumes"])
+    for mount in (
+        ("haproxy-config", "/usr/local/etc/haproxy"),
+        ("haproxy-run", "/var/run/haproxy"),
+    ):
+        assert mount in mounts(haproxy)
+        assert mount in mounts(document["services"]["poller"])
     assert settings.haproxy.config_path.parent == Path("/usr/local/etc/haproxy")
     assert settings.haproxy.admin_socket.parent == Path("/var/run/haproxy")
 
@@ -167,8 +180,33 @@ def test_poller_gets_only_net_raw_and_the_sockets_are_not_world_writable() -> No
     assert "stats socket {{ admin_socket }} mode 660 level admin" in template
 
 
+def test_haproxy_never_fills_the_shared_volumes_from_its_image() -> None:
+    """The poller image owns the shared volumes' first contents (uid 10001, group 99);
+    HAProxy's image would leave root-owned directories if its container came first."""
+    for document in (load(COMPOSE), load(STACK)):
+        for volume in document["services"]["haproxy"]["volumes"]:
+            assert volume["volume"] == {"nocopy": True}, volume
+
+
 def test_status_server_listens_on_loopback_by_default() -> None:
     settings = load_settings(None, environ={})
     assert settings.status.listen.startswith("127.0.0.1:")
     for path in (ROOT / "config" / "poller.yaml", ROOT / "config" / "poller-swarm.yaml"):
         assert load_settings(path, environ={}).status.listen.startswith("127.0.0.1:")
+
+
+def test_the_status_page_is_published_on_the_hosts_loopback_only() -> None:
+    poller = load(COMPOSE)["services"]["poller"]
+    assert poller["ports"] == ["127.0.0.1:9345:9345"]
+    assert poller["environment"]["POLLER_STATUS__LISTEN"] == "0.0.0.0:9345"
+
+
+def test_init_steps_keep_a_valid_config() -> None:
+    """An init step that runs again (compose re-runs haproxy-init on `up --scale`; a
+    restarted swarm task) must not replace a live config with an empty backend."""
+    init = load(COMPOSE)["services"]["haproxy-init"]["command"]
+    assert init[:2] == ["render", "--keep-valid"]
+    stack = load(STACK)["services"]["poller"]
+    assert "command" not in stack  # the image's entrypoint is poller: a shell must replace it
+    assert "poller render --keep-valid" in " ".join(stack["entrypoint"])
+    assert stack["init"] is True

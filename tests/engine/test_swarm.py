@@ -1,0 +1,102 @@
+"""compose/stack.yml on a real one-node Docker swarm, as a user deploys it.
+
+`docker stack deploy` of the shipped file, with the images its header says to build;
+HAProxy's ports are published in host mode inside the engine's namespace (this kernel
+has no IPVS, so no routing mesh), and wrk sends requests to them while the web service
+scales. Runs after the compose scenarios, on the same engine.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from poller.config import load_settings
+from tests.support.engine import Engine, Load, SwarmStack, join_swarm, problems_in_log, timed
+from tests.support.labs import wait_for
+from tests.support.processes import ROOT
+
+pytestmark = [pytest.mark.engine, pytest.mark.timeout(900)]
+
+SETTINGS = load_settings(ROOT / "config" / "poller-swarm.yaml", environ={})
+# A newcomer waits for the next full sweep of the /16 (every discovery.interval_seconds);
+# starting a task takes Docker a few seconds on top.
+JOIN_BOUND = SETTINGS.discovery.interval_seconds + 15.0
+LEAVE_BOUND = SETTINGS.pool.interval_seconds * SETTINGS.pool.fall + 3.0
+FRONTEND = "http://127.0.0.1:80/"
+
+
+@pytest.fixture(scope="module")
+def stack(engine: Engine) -> Iterator[SwarmStack]:
+    stack = SwarmStack(engine)
+    join_swarm(engine)
+    try:
+        stack.build_images()
+        stack.deploy()
+        yield stack
+    finally:
+        poller_log = stack.logs("poller")
+        print(poller_log[-5000:])
+        stack.remove()
+        engine.docker("swarm", "leave", "--force", check=False)
+    unexpected = [line for line in problems_in_log(poller_log) if "guard" not in line]
+    assert unexpected == [], "\n".join(unexpected[:20])
+
+
+def served(stack: SwarmStack) -> set[str]:
+    try:
+        return stack.haproxy().serving()
+    except OSError:
+        return set()
+
+
+def follows(stack: SwarmStack, replicas: int, timeout: float) -> float:
+    """Seconds until HAProxy serves exactly the `replicas` running web tasks."""
+
+    def right() -> bool:
+        running = stack.addresses()
+        return len(running) == replicas and served(stack) == running
+
+    return timed(right, timeout, f"{replicas} replicas served")
+
+
+def test_01_the_stack_starts_and_serves_its_replicas(stack: SwarmStack) -> None:
+    follows(stack, 4, timeout=180)
+    hosts = set()
+    for _ in range(16):
+        status, body = stack.engine.get(80, "/")
+        assert status == 200, body
+        hosts.add(body)
+    assert len(hosts) == 4
+
+
+def test_02_discovery_asks_the_overlay_with_arp(stack: SwarmStack) -> None:
+    # The task's log reaches `docker service logs` a moment after it is written.
+    log = wait_for(
+        lambda: next((x for x in stack.logs("poller").splitlines() if "poller running" in x), ""),
+        30,
+        "the poller's start line",
+    )
+    assert '"method": "arp"' in log
+    assert '"subnets": ["10.42.0.0/16"]' in log
+    assert '"targets": 65533' in log  # the /16 less its gateway
+
+
+def test_03_scale_up_and_down_is_followed_under_load(stack: SwarmStack, tmp_path: Path) -> None:
+    with Load(stack.engine, FRONTEND, tmp_path / "wrk.txt") as load:
+        wait_for(lambda: stack.haproxy().connections() > 0, 10, "wrk to connect")
+        started = time.monotonic()
+        stack.scale("webapp", 8)
+        follows(stack, 8, JOIN_BOUND)
+        up = time.monotonic() - started
+        started = time.monotonic()
+        stack.scale("webapp", 2)
+        follows(stack, 2, LEAVE_BOUND + 15)
+        down = time.monotonic() - started
+    requests, failed = load.result()
+    print(f"swarm scale 4->8 served in {up:.1f} s, 8->2 in {down:.1f} s; {failed} of {requests}")
+    assert requests > 0
+    assert failed == 0, f"{failed} of {requests} requests failed"
