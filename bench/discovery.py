@@ -250,6 +250,7 @@ def plot(targets: list[tuple[int, float, float]], members: list[tuple[int, float
         axis.plot(xs, [p[2] for p in points], marker="s", label="CPU s")
         axis.set_xlabel(label)
         axis.set_ylabel("seconds (median)")
+        axis.set_ylim(bottom=0)  # both axes from 0: the growth is read from the heights
         axis.grid(True, alpha=0.3)
         axis.legend()
     left.set_xscale("log", base=2)

@@ -11,18 +11,19 @@ import asyncio
 import json
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from poller import __version__, logs
+from poller import __version__, logs, terminal
 from poller.config import Settings, load_settings
 from poller.endpoints import Endpoint
-from poller.errors import ConfigError, PollerError, SweepError
+from poller.errors import CheckUnavailable, ConfigError, InstallError, PollerError, SweepError
 from poller.files import write_atomic
 from poller.probing import Prober
 from poller.reports import scan_json, scan_table, summary_line
-from poller.results import Sweep
+from poller.results import Progress, Sweep
 from poller.sweeping import discover, resolve
 
 log = logging.getLogger("poller")
@@ -32,12 +33,52 @@ EXIT_INTERNAL = 1  # a bug: please report it with the log
 EXIT_USAGE = 2  # argparse's own code for bad flags
 EXIT_CONFIG = 3  # the configuration (file, environment or flags) is invalid
 EXIT_SWEEP_FAILED = 4  # the sweep failed on the poller's own side (its network)
+EXIT_IO = 5  # a file or directory could not be read or written (the message names it)
+EXIT_HAPROXY = 6  # HAProxy could not be asked (`haproxy -c` missing or hanging)
 EXIT_INTERRUPTED = 130  # Ctrl-C
 
 EXIT_CODES: list[tuple[type[PollerError], int]] = [
     (ConfigError, EXIT_CONFIG),
     (SweepError, EXIT_SWEEP_FAILED),
+    (InstallError, EXIT_IO),
+    (CheckUnavailable, EXIT_HAPROXY),
 ]
+COMMON = ("config", "log_level")
+
+
+def _default(section: str, key: str) -> str:
+    """A setting's default as the README and check-config show it, for --help."""
+    value = getattr(getattr(Settings(), section), key)
+    if isinstance(value, tuple | list):
+        return ", ".join(map(str, value))
+    return str(value)
+
+
+def _describe(section: str, key: str) -> str:
+    """A flag's help: the setting it overrides, its meaning and its default (all read from
+    the settings model, so they never drift)."""
+    field = type(getattr(Settings(), section)).model_fields[key]
+    meaning = (field.description or "").split(". ")[0].rstrip(".")
+    return f"{meaning} ({section}.{key}; default: {_default(section, key)})"
+
+
+def _common(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    """--config and --log-level, accepted before the command and after it. After it, they
+    default to nothing, so a value given before the command stands."""
+    default = argparse.SUPPRESS if suppress else None
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        default=default,
+        help="YAML settings (default: the built-in defaults, which match config/poller.yaml)",
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default=argparse.SUPPRESS if suppress else "info",
+        help="what reaches stderr (default: info)",
+    )
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -46,33 +87,49 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Keep HAProxy's backend equal to the web nodes alive on a subnet.",
     )
     parser.add_argument("--version", action="version", version=f"poller {__version__}")
+    _common(parser, suppress=False)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--config",
-        type=Path,
-        metavar="FILE",
-        help="YAML settings (default: the built-in defaults, which match config/poller.yaml)",
-    )
-    common.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
-    )
+    _common(common, suppress=True)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     scan = commands.add_parser(
-        "scan", parents=[common], help="sweep the subnets once and print what answers"
+        "scan",
+        parents=[common],
+        help="sweep the subnets once and print what answers",
+        description="Sweep the subnets once and print what answers. A scan connects to every "
+        "address of every subnet (ARP first where it can): point it only at networks you "
+        "may probe.",
     )
-    scan.add_argument("--subnet", action="append", metavar="CIDR", help="repeatable")
-    scan.add_argument("--port", action="append", type=int, metavar="N", help="repeatable")
-    scan.add_argument("--timeout", type=float, metavar="SECONDS")
-    scan.add_argument("--concurrency", type=int, metavar="N")
     scan.add_argument(
-        "--method",
-        choices=["auto", "arp", "connect"],
-        help="how empty addresses are found (discovery.method)",
+        "--subnet",
+        action="append",
+        metavar="CIDR",
+        help=_describe("discovery", "subnets") + "; repeatable",
     )
-    scan.add_argument("--json", action="store_true", help="print JSON to stdout")
+    scan.add_argument(
+        "--port",
+        action="append",
+        type=int,
+        metavar="N",
+        help=_describe("discovery", "ports") + "; repeatable",
+    )
+    scan.add_argument(
+        "--timeout", type=float, metavar="SECONDS", help=_describe("probe", "timeout_seconds")
+    )
+    scan.add_argument(
+        "--concurrency", type=int, metavar="N", help=_describe("discovery", "concurrency")
+    )
+    scan.add_argument(
+        "--method", choices=["auto", "arp", "connect"], help=_describe("discovery", "method")
+    )
+    scan.add_argument("--json", action="store_true", help="print JSON to stdout, not a table")
     scan.add_argument(
         "--all", action="store_true", help="list every target, not only those that answered"
+    )
+    scan.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no live progress line on the terminal (there is none when stderr is not one)",
     )
     scan.add_argument(
         "--render",
@@ -83,16 +140,24 @@ def _build_parser() -> argparse.ArgumentParser:
         "--output", type=Path, metavar="FILE", help="with --render: write it here, atomically"
     )
 
-    run = commands.add_parser(
-        "run", parents=[common], help="the sidecar: keep HAProxy in step with the pool"
+    commands.add_parser(
+        "run",
+        parents=[common],
+        help="the sidecar: keep HAProxy in step with the pool",
+        description="The sidecar: sweep, probe, keep HAProxy in step with the pool. Every "
+        "setting comes from --config and POLLER_SECTION__KEY variables.",
     )
-    del run  # no flags of its own: everything is in the config
 
     render = commands.add_parser(
         "render", parents=[common], help="print (or write) the HAProxy config for members"
     )
     render.add_argument(
-        "--member", action="append", default=[], metavar="IP:PORT", help="repeatable"
+        "--member",
+        action="append",
+        default=[],
+        metavar="IP:PORT",
+        help="a server of the rendered backend ([IPv6]:PORT for IPv6); repeatable; "
+        "none: an empty backend, which answers 503",
     )
     render.add_argument("--output", type=Path, metavar="FILE", help="write it here, atomically")
     render.add_argument(
@@ -105,8 +170,21 @@ def _build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser(
         "check-config", parents=[common], help="validate the configuration and exit"
     )
-    check.add_argument("--json", action="store_true", help="print the effective settings")
+    check.add_argument("--json", action="store_true", help="print the effective settings as JSON")
     return parser
+
+
+def _misused(args: argparse.Namespace) -> str | None:
+    """A flag that would be silently ignored in this combination: a usage error."""
+    if args.command == "scan":
+        if args.output is not None and not args.render:
+            return "--output needs --render"
+        for flag in ("json", "all"):
+            if args.render and getattr(args, flag):
+                return f"--{flag} does not go with --render (it prints a config, not a table)"
+    if args.command == "render" and args.keep_valid and args.output is None:
+        return "--keep-valid needs --output"
+    return None
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
@@ -127,9 +205,20 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 def _scan(args: argparse.Namespace, settings: Settings) -> int:
     resolved = resolve(settings.discovery)
 
+    # A person watching a terminal sees how far a long sweep has come; a pipe sees nothing.
+    live = sys.stderr.isatty() and not args.quiet and not (args.json and not sys.stdout.isatty())
+
     async def sweep() -> Sweep:
         async with Prober(settings.probe, settings.discovery.concurrency) as prober:
-            return await discover(resolved, prober, keep_all=args.all)
+            if not live:
+                return await discover(resolved, prober, keep_all=args.all)
+            progress = Progress(resolved.plan.count, time.monotonic())
+            async with asyncio.TaskGroup() as group:
+                line = group.create_task(terminal.show(progress, sys.stderr))
+                try:
+                    return await discover(resolved, prober, args.all, progress=progress)
+                finally:
+                    line.cancel()
 
     found = asyncio.run(sweep())
     if found.failure is not None:
@@ -223,8 +312,9 @@ def _check_config(args: argparse.Namespace, settings: Settings) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
-    if args.command == "render" and args.keep_valid and args.output is None:
-        parser.error("--keep-valid needs --output")
+    problem = _misused(args)
+    if problem is not None:
+        parser.error(problem)
     logs.configure(args.log_level)
     try:
         settings = load_settings(args.config, overrides=_overrides(args))

@@ -17,12 +17,14 @@ from collections.abc import Callable
 
 from poller.metrics import Metrics
 from poller.probing import Prober
+from poller.results import Progress, Sweep
 from poller.sweeping import Discovery, discover
 from poller.tracking import Tracker
 
 log = logging.getLogger("poller")
 
 FAILED_SWEEP_PAUSE_SECONDS = 1.0
+PROGRESS_EVERY_SECONDS = 10.0
 
 
 class Discoverer:
@@ -52,9 +54,7 @@ class Discoverer:
             self.due.clear()
             self.sweeping_since = self.clock()
             try:
-                found = await discover(
-                    self.discovery(), self.prober(), known=frozenset(self.tracker.pool.members)
-                )
+                found = await self._sweep()
                 self.tracker.discovered(found)
             except Exception:
                 log.exception("discovery sweep failed unexpectedly")
@@ -64,6 +64,37 @@ class Discoverer:
             finally:
                 self.sweeping_since = None
             self._note_overrun(self.due.is_set())
+
+    async def _sweep(self) -> Sweep:
+        """One sweep; while it lasts longer than PROGRESS_EVERY_SECONDS, a line says how
+        far it has come (a first connect sweep of a /16 takes minutes)."""
+        discovery = self.discovery()
+        progress = Progress(discovery.plan.count, self.clock())
+        known = frozenset(self.tracker.pool.members)
+        async with asyncio.TaskGroup() as group:
+            reporter = group.create_task(self._report(progress))
+            try:
+                return await discover(discovery, self.prober(), known=known, progress=progress)
+            finally:
+                reporter.cancel()
+
+    async def _report(self, progress: Progress) -> None:
+        while True:
+            await asyncio.sleep(PROGRESS_EVERY_SECONDS)
+            eta = progress.eta()
+            log.info(
+                "sweep in progress",
+                extra={
+                    "fields": {
+                        "done": progress.done,
+                        "targets": progress.total,
+                        "answered": progress.answered,
+                        "healthy": progress.healthy,
+                        "elapsed_seconds": round(self.clock() - progress.started, 1),
+                        "eta_seconds": None if eta is None else round(eta, 1),
+                    }
+                },
+            )
 
     def _note_overrun(self, overran: bool) -> None:
         if overran:

@@ -16,13 +16,29 @@ from pathlib import Path
 from poller.errors import InstallError
 
 
+def writable(path: Path) -> None:
+    """Raise InstallError saying, in a user's words, why `path` cannot be written to."""
+    directory = path.parent
+    if not directory.exists():
+        raise InstallError(f"{directory}: directory does not exist")
+    if not directory.is_dir():
+        raise InstallError(f"{directory}: not a directory")
+    if path.is_dir():
+        raise InstallError(f"{path}: is a directory, not a file")
+
+
+def _failed(path: Path, exc: OSError) -> InstallError:
+    return InstallError(f"{path}: cannot write: {exc.strerror or exc}")
+
+
 def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Replace `path` with `data` atomically, or raise InstallError naming the path."""
+    writable(path)
     directory = path.parent
     try:
         fd, staged = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     except OSError as exc:
-        raise InstallError(f"{path}: cannot stage a new version: {exc.strerror or exc}") from exc
+        raise _failed(path, exc) from exc
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -37,7 +53,7 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
             _write_in_place(path, data)
         _fsync_directory(directory)
     except OSError as exc:
-        raise InstallError(f"{path}: cannot write: {exc.strerror or exc}") from exc
+        raise _failed(path, exc) from exc
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(staged)
@@ -45,10 +61,11 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
 
 def stage(path: Path, data: bytes) -> Path:
     """A staged copy beside `path` (same directory, so relative includes resolve the same)."""
+    writable(path)
     try:
         fd, staged = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".staged", dir=path.parent)
     except OSError as exc:
-        raise InstallError(f"{path}: cannot stage a new version: {exc.strerror or exc}") from exc
+        raise _failed(path, exc) from exc
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -56,7 +73,7 @@ def stage(path: Path, data: bytes) -> Path:
             os.fsync(handle.fileno())
     except OSError as exc:
         os.unlink(staged)  # a full disk must not also fill up with half-written copies
-        raise InstallError(f"{path}: cannot stage a new version: {exc.strerror or exc}") from exc
+        raise _failed(path, exc) from exc
     return Path(staged)
 
 

@@ -52,6 +52,11 @@ class NeighbourPacer:
         self._starts.append(start)
         return start
 
+    def finish(self, more: int, now: float) -> float:
+        """When `more` further reservations would all have started (the pacing plan)."""
+        last = self._starts[-1] if self._starts else now
+        return max(now, last) + more * self.hold_seconds / self.budget
+
 
 def needs_pacing(address: str) -> bool:
     """Loopback needs no address resolution; every other destination may."""

@@ -35,7 +35,7 @@ from poller import __version__
 from poller.config import ProbeSettings
 from poller.endpoints import Endpoint
 from poller.pacing import NeighbourPacer, needs_pacing
-from poller.results import Outcome, ProbeResult, Sweep
+from poller.results import Outcome, ProbeResult, Progress, Sweep
 
 log = logging.getLogger(__name__)
 
@@ -130,11 +130,13 @@ class Prober:
         pacer: NeighbourPacer | None = None,
         keep_all: bool = False,
         known: Collection[Endpoint] = frozenset(),
+        progress: Progress | None = None,
     ) -> Sweep:
         """Discovery probes of every target, pacing new non-loopback addresses through
         `pacer` and skipping `known` endpoints (the pool's members). `targets` may be a
         queue that another task fills while the sweep runs (the ARP pre-sweep); None in
-        it ends the sweep. Never raises for what a node does."""
+        it ends the sweep. `progress` hears of every target done. Never raises for what
+        a node does."""
         outcome = Sweep(started_at=time.time())
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
@@ -154,6 +156,8 @@ class Prober:
                     probed = await _probe(self.client, self.settings, target, preconnect=True)
             finally:
                 slots.release()
+            if progress is not None:
+                progress.count(probed)
             outcome.outcomes[probed.outcome] += 1
             if keep_all or probed.connected or probed.outcome is Outcome.LOCAL_ERROR:
                 outcome.results.append(probed)
@@ -163,6 +167,8 @@ class Prober:
                 outcome.targets += 1
                 if target in known:
                     outcome.known += 1
+                    if progress is not None:
+                        progress.done += 1
                     continue
                 await slots.acquire()  # before the reservation: a start is never stale
                 start = loop.time()

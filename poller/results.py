@@ -6,6 +6,7 @@ nothing about the nodes. The probing that fills them is `probing`'s.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -69,3 +70,47 @@ class Sweep:
             sample = next((r.detail for r in self.results if r.outcome is Outcome.LOCAL_ERROR), "")
             return f"{local} of {probed} probes failed on the poller's side ({sample})"
         return None
+
+
+@dataclass
+class Progress:
+    """How far a sweep has come, updated as it goes, for whoever shows it (a terminal's
+    live line, the daemon's log). `eta` says how long the rest will take, from the
+    sweep's plan: the pacing of new addresses or the ARP request rate."""
+
+    total: int
+    started: float  # monotonic
+    done: int = 0
+    answered: int = 0
+    healthy: int = 0
+    eta: Callable[[], float | None] = field(default=lambda: None, repr=False)
+
+    def count(self, result: ProbeResult) -> None:
+        self.done += 1
+        self.answered += result.connected
+        self.healthy += result.healthy
+
+    def line(self, now: float) -> str:
+        """`1,024/65,533 targets · 3 answered · 2 healthy · 14 s · ETA 3 min 10 s`"""
+        eta = self.eta()
+        parts = [
+            f"{self.done:,}/{self.total:,} targets",
+            f"{self.answered} answered",
+            f"{self.healthy} healthy",
+            duration(now - self.started),
+        ]
+        if eta is not None:
+            parts.append(f"ETA {duration(eta)}")
+        return " · ".join(parts)
+
+
+def duration(seconds: float) -> str:
+    """`0.4 s`, `14 s`, `3 min 10 s`, `1 h 2 min`."""
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60} s"
+    return f"{whole // 3600} h {whole % 3600 // 60} min"

@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -25,9 +26,9 @@ from poller.config import DiscoverySettings
 from poller.endpoints import Endpoint
 from poller.errors import TargetsError
 from poller.interfaces import auto_subnets
-from poller.pacing import NeighbourLimits, NeighbourPacer, neighbour_limits
+from poller.pacing import NeighbourLimits, NeighbourPacer, needs_pacing, neighbour_limits
 from poller.probing import Prober
-from poller.results import Outcome, ProbeResult, Sweep
+from poller.results import Outcome, ProbeResult, Progress, Sweep
 from poller.targets import TargetPlan, plan_targets, v4_text
 
 log = logging.getLogger(__name__)
@@ -138,9 +139,11 @@ async def discover(
     prober: Prober,
     keep_all: bool = False,
     known: Collection[Endpoint] = frozenset(),
+    progress: Progress | None = None,
 ) -> Sweep:
     """One discovery sweep of the plan; `known` endpoints (the pool's members, which their
-    own checks cover) are skipped, with neither a connect nor a request."""
+    own checks cover) are skipped, with neither a connect nor a request. `progress`, when
+    given, follows it (its `eta` is set here, from the plan)."""
     log.debug(
         "sweep starting",
         extra={
@@ -153,8 +156,10 @@ async def discover(
             }
         },
     )
+    if progress is not None:
+        progress.eta = _eta(resolved, progress)
     if not resolved.segments:
-        return await prober.sweep(resolved.plan, resolved.pacer, keep_all, known)
+        return await prober.sweep(resolved.plan, resolved.pacer, keep_all, known, progress)
     started_wall, started = time.time(), time.perf_counter()
     ports = resolved.plan.ports
     silent: list[int] = []
@@ -162,7 +167,7 @@ async def discover(
     # Probing starts at each address's first ARP reply, while the asking goes on: the
     # probe deadline of a slow node then overlaps the pre-sweep instead of following it.
     queue: asyncio.Queue[Endpoint | None] = asyncio.Queue()
-    probing = asyncio.create_task(prober.sweep(queue, resolved.pacer, keep_all, known))
+    probing = asyncio.create_task(prober.sweep(queue, resolved.pacer, keep_all, known, progress))
 
     def enqueue(value: int) -> None:
         for port in ports:
@@ -211,7 +216,10 @@ async def discover(
                 for value in addresses:
                     enqueue(value)
                 continue
-            silent += [value for value in addresses if value not in asked.answered]
+            quiet = [value for value in addresses if value not in asked.answered]
+            silent += quiet
+            if progress is not None:
+                progress.done += len(quiet) * len(ports)
         for target in resolved.rest or ():
             queue.put_nowait(target)
         queue.put_nowait(None)
@@ -233,6 +241,38 @@ async def discover(
     found.started_at = started_wall
     found.duration_seconds = time.perf_counter() - started
     return found
+
+
+def _eta(resolved: Discovery, progress: Progress) -> Callable[[], float | None]:
+    """How long the rest of a sweep should take, from its plan: the ARP request rate for
+    the segments asked first, the neighbour pacing (or, on loopback, the pace so far) for
+    the connect sweep."""
+    settings = resolved.settings
+    asked = sum(int(segment.addresses.size) for segment in resolved.segments)
+    arp_seconds = settings.arp_attempts * (
+        asked / settings.arp_rate_per_second + settings.arp_reply_wait_seconds
+    )
+    connect = resolved.rest if resolved.segments else resolved.plan
+    paced = connect is not None and any(
+        needs_pacing(str(cidr.ip)) for cidr in connect.addresses.iter_cidrs()
+    )
+    per_address = len(resolved.plan.ports)
+
+    def eta() -> float | None:
+        now = time.monotonic()
+        elapsed = now - progress.started
+        left = progress.total - progress.done
+        if left <= 0:
+            return 0.0
+        if resolved.segments and elapsed < arp_seconds:
+            return arp_seconds - elapsed
+        if paced:
+            return resolved.pacer.finish(math.ceil(left / per_address), now) - now
+        if progress.done:
+            return elapsed / progress.done * left
+        return None
+
+    return eta
 
 
 def _failed(

@@ -61,7 +61,11 @@ function sparkline(values) {
   const title = document.createElementNS(SVG, "title");
   title.textContent = ok.length ? `max ${max.toFixed(1)} ms over the last ${values.length} probes` : "no answer";
   svg.appendChild(title);
-  return svg;
+  // The scale, in plain sight: the top of the line is this latency.
+  const wrap = el("span", null, "spark-wrap");
+  wrap.appendChild(svg);
+  wrap.appendChild(el("span", ok.length ? `max ${max.toFixed(1)} ms` : "no answer", "spark-max"));
+  return wrap;
 }
 
 function renderSummary(pool) {
@@ -75,8 +79,10 @@ function renderSummary(pool) {
   const last = d.last_sweep;
   const lines = [`${d.subnets.join(", ")} × port ${d.ports.join(", ")} (${d.targets.toLocaleString()} targets, ${d.method})`];
   if (last) {
+    const known = last.known ? `; ${last.known} members skipped (checked on their own)` : "";
     lines.push(`last sweep ${ago(last.at)}, ${last.duration_seconds.toFixed(2)} s, ` +
-      `${last.answered} answered, ${last.healthy} healthy` + (last.failure ? ` — FAILED: ${last.failure}` : ""));
+      `${last.answered} new answered, ${last.healthy} healthy${known}` +
+      (last.failure ? ` — FAILED: ${last.failure}` : ""));
   } else {
     lines.push("no sweep yet");
   }
@@ -133,6 +139,16 @@ function renderMembers(pool) {
   }
   body.replaceChildren(fragment);
   document.getElementById("shown").textContent = `${rows.length} of ${pool.members.length} shown`;
+  markSort();
+}
+
+function markSort() {
+  // Which column orders the table, and which way: an arrow and aria-sort.
+  for (const th of document.querySelectorAll("th[data-sort]")) {
+    const active = th.dataset.sort === sortKey;
+    th.setAttribute("aria-sort", active ? (sortUp ? "ascending" : "descending") : "none");
+    th.dataset.arrow = active ? (sortUp ? " ▲" : " ▼") : "";
+  }
 }
 
 function renderLog(id, items, line) {

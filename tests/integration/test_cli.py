@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -133,3 +134,53 @@ def test_auto_finds_the_host_networks_and_skips_its_own_address(veth_interface: 
     assert run.returncode == 0, run.stderr
     # 10.200.0.0/29 has 6 hosts; our own .1 is excluded.
     assert run.stdout == "ok: 5 targets in 10.200.0.0/29, ports 3000\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["scan", "--output", "x.cfg"], "--output needs --render"),
+        (["scan", "--render", "--json"], "--json does not go with --render"),
+        (["scan", "--render", "--all"], "--all does not go with --render"),
+        (["render", "--keep-valid"], "--keep-valid needs --output"),
+    ],
+)
+def test_a_flag_that_would_be_ignored_is_a_usage_error(args: list[str], message: str) -> None:
+    run = poller(*args)
+    assert run.returncode == 2
+    assert f"poller: error: {message}" in run.stderr
+    assert run.stdout == ""  # nothing was swept or written
+
+
+def test_common_options_go_before_the_command_too(tmp_path: Path) -> None:
+    path = config(tmp_path, "pool:\n  fall: 7\n")
+    before = poller("--config", path, "--log-level", "debug", "check-config", "--json")
+    after = poller("check-config", "--json", "--config", path, "--log-level", "debug")
+    assert before.returncode == after.returncode == 0, before.stderr
+    assert json.loads(before.stdout)["pool"]["fall"] == 7
+    assert before.stdout == after.stdout
+    # After the command wins when both are given.
+    both = poller("--config", "/nonexistent.yaml", "check-config", "--config", path)
+    assert both.returncode == 0, both.stderr
+
+
+@pytest.mark.parametrize("command", ["scan", "run", "render", "check-config"])
+def test_every_flag_has_help_and_scan_flags_show_their_defaults(command: str) -> None:
+    run = poller(command, "--help")
+    assert run.returncode == 0
+    options = run.stdout.split("options:", 1)[1]
+    entries = re.split(r"\n  (?=-)", "\n" + options.strip("\n"))
+    for entry in (e for e in entries if e.strip()):
+        flag, _, text = entry.strip().partition("  ")
+        assert text.strip() or "\n" in entry, f"{command} {flag} has no help"
+    if command == "scan":
+        text = " ".join(run.stdout.split())
+        for setting in (
+            "(discovery.subnets; default: 192.168.42.0/24)",
+            "(discovery.ports; default: 3000)",
+            "(probe.timeout_seconds; default: 0.5)",
+            "(discovery.concurrency; default: 256)",
+            "(discovery.method; default: auto)",
+        ):
+            assert setting in text
+        assert "connects to every address of every subnet" in text

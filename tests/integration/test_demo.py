@@ -25,10 +25,14 @@ def test_demo_shows_the_pool_and_cleans_up() -> None:
     )
     assert run.returncode == 0, run.stderr
     out = run.stdout
-    assert "demo: HAProxy at http://127.0.0.1:" in out
-    assert "127.42.0.11:3000 up (s1)" in out
-    assert "127.42.0.33:3000 up (s3)" in out  # joined at 6 s
+    assert "status page (open it): http://127.0.0.1:" in out
+    assert "HAProxy:               http://127.0.0.1:" in out
+    assert "127.42.0.11 up (s1)" in out
+    assert "127.42.0.33 up (s3)" in out  # joined at 6 s
+    assert "HAProxy serves: 127.42.0.11, 127.42.0.22, 127.42.0.33" in out
     assert "a request got 200 from s" in out
+    assert "graceful stop: its port closes" not in out  # at 16 s: after this short run
+    assert "a third node" in out  # each step says what it shows
     assert out.rstrip().endswith("demo: all demo processes stopped")
     for octet in (11, 22, 33, 44):
         assert not connects(f"127.42.0.{octet}", 3000)

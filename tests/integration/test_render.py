@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import Processes
+from tests.support.filesystems import fill
 from tests.support.processes import ROOT, haproxy_accepts
 from tests.support.processes import run_poller as poller
 
@@ -50,10 +52,41 @@ def test_bad_member_is_named(member: str, problem: str) -> None:
     assert problem in run.stderr
 
 
-def test_render_into_a_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
-    run = poller("render", "--output", str(tmp_path / "missing" / "haproxy.cfg"))
-    assert run.returncode != 0
-    assert "missing/haproxy.cfg: cannot stage a new version" in run.stderr
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("missing/haproxy.cfg", "missing: directory does not exist"),
+        ("a-directory", "a-directory: is a directory, not a file"),
+        ("a-file/haproxy.cfg", "a-file: not a directory"),
+    ],
+)
+def test_an_output_that_cannot_be_written_is_an_io_error_naming_it(
+    tmp_path: Path, target: str, message: str
+) -> None:
+    (tmp_path / "a-directory").mkdir()
+    (tmp_path / "a-file").write_text("")
+    run = poller("render", "--output", str(tmp_path / target))
+    assert run.returncode == 5  # an ordinary I/O failure, not a bug (1)
+    assert run.stderr == f"poller: error: {tmp_path}/{message}\n"
+    assert run.stdout == ""
+
+
+@pytest.mark.parametrize("fault", ["full", "read-only"])
+def test_an_output_on_a_full_or_read_only_file_system_names_it(
+    small_config_dir: Path, fault: str
+) -> None:
+    if fault == "full":
+        fill(small_config_dir)
+        expected = "cannot write: No space left on device"
+    else:
+        subprocess.run(["mount", "-o", "remount,ro", str(small_config_dir)], check=True)
+        expected = "cannot write: Read-only file system"
+    target = small_config_dir / "haproxy.cfg"
+    run = poller("render", "--output", str(target))
+    assert run.returncode == 5
+    assert run.stderr == f"poller: error: {target}: {expected}\n"
+    assert not target.exists()
+    assert [p.name for p in small_config_dir.iterdir()] == (["filler"] if fault == "full" else [])
 
 
 def test_scan_render_holds_exactly_the_healthy_nodes(processes: Processes, tmp_path: Path) -> None:

@@ -93,9 +93,22 @@ def test_page_follows_the_pool_without_reloading(page: tuple[Lab, Any]) -> None:
     assert str(lab.stats_port) in tab.get_attribute("#stats-link", "href")
     wait_for(lambda: "answered" in tab.inner_text("#discovery"), 10, "the sweep summary")
 
-    shot = os.environ.get("POLLER_SCREENSHOT")
-    if shot:
-        tab.screenshot(path=shot, full_page=True)
+
+def test_page_says_how_it_is_sorted_and_scales_its_sparklines(page: tuple[Lab, Any]) -> None:
+    _, tab = page
+    tab.wait_for_selector(f"{row(A)} td.state.up", timeout=15_000)
+    address = 'th[data-sort="address"]'
+    state = 'th[data-sort="state"]'
+    assert tab.get_attribute(address, "aria-sort") == "ascending"
+    assert tab.get_attribute(state, "aria-sort") == "none"
+    assert tab.evaluate(f"getComputedStyle(document.querySelector('{address}'), '::after').content")
+    tab.click(state)
+    assert tab.get_attribute(state, "aria-sort") == "ascending"
+    assert tab.get_attribute(address, "aria-sort") == "none"
+    tab.click(state)
+    assert tab.get_attribute(state, "aria-sort") == "descending"
+    # The sparkline's scale is written beside it, not only in a tooltip.
+    assert tab.inner_text(f"{row(A)} .spark-max").startswith("max ")
 
 
 def test_page_is_read_only(page: tuple[Lab, Any]) -> None:
@@ -103,4 +116,9 @@ def test_page_is_read_only(page: tuple[Lab, Any]) -> None:
     response = tab.request.post(f"http://127.0.0.1:{lab.status_port}/pool", data="{}")
     assert response.status == 405
     headers = tab.request.get(f"http://127.0.0.1:{lab.status_port}/").headers
-    assert "script-src 'self'" in headers["content-security-policy"]
+    # Exactly this: no 'unsafe-inline', no other source, nothing to frame the page.
+    assert headers["content-security-policy"] == (
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'"
+    )
+    assert headers["x-frame-options"] == "DENY"
+    assert headers["x-content-type-options"] == "nosniff"

@@ -1,10 +1,10 @@
 """The local demo lab: HAProxy, the poller sidecar and demo web nodes on 127.0.0.0/8.
 
 Nodes come and go on a timer (start, graceful stop, kill -9, a node answering 500, a new
-node reusing an address); the demo prints the pool each time it changes and what HAProxy
-serves. Run with `make demo`; Ctrl-C stops everything and removes its work directory.
-No root needed: everything is a local process on loopback, started with the same command
-lines as the compose services.
+node reusing an address, a late joiner); the demo says what each step is, then prints
+what poller's pool and HAProxy show once they settle. Run with `make demo`; Ctrl-C stops
+everything and removes its work directory. No root needed: everything is a local
+process on loopback, started with the same command lines as the compose services.
 """
 
 from __future__ import annotations
@@ -16,36 +16,59 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from tests.support.loopback import Lab
 
 SUBNET = "127.42.0.0/24"
-# (seconds from start, action, last octet, host name)
+SECONDS = 60.0
+HEARTBEAT_SECONDS = 6.0  # a line at least this often, so the demo is never silent long
+# (seconds from start, action, last octet, host name, what it shows)
 TIMELINE = [
-    (0, "start", 11, "s1"),
-    (0, "start", 22, "s2"),
-    (6, "start", 33, "s3"),
-    (10, "start", 44, "s4"),
-    (16, "stop", 22, "s2"),
-    (22, "kill", 33, "s3"),
-    (28, "start-500", 55, "broken"),
-    (34, "start", 22, "s2-again"),
-    (42, "stop", 55, "broken"),
+    (0, "start", 11, "s1", "two web nodes start; poller finds them at its next sweep"),
+    (0, "start", 22, "s2", "(a sweep every second, then 2 quick probes 0.1 s apart)"),
+    (6, "start", 33, "s3", "a third node: added through HAProxy's runtime API, no reload"),
+    (10, "start", 44, "s4", "a fourth"),
+    (16, "stop", 22, "s2", "graceful stop: its port closes, poller drains and removes it"),
+    (22, "kill", 33, "s3", "kill -9: HAProxy's checks stop routing to it in under a second"),
+    (28, "start-500", 55, "broken", "answers 500: probed, never healthy, so never served"),
+    (
+        34,
+        "start",
+        22,
+        "s2-again",
+        "a new node at a reused address (Docker does that): new identity",
+    ),
+    (42, "stop", 55, "broken", "the broken node goes away; it was never in HAProxy"),
+    (48, "stop", 44, "s4", "another graceful stop"),
+    (54, "start", 66, "s6", "a late joiner"),
 ]
 
 
-def describe(pool: dict[str, object] | None) -> str:
+def picture(lab: Lab) -> tuple[str, str]:
+    """poller's pool and what HAProxy serves, read as one picture: the pool is read again
+    after HAProxy, and the pair is retaken if it moved in between."""
+    for _ in range(5):
+        first = lab.status("/pool")
+        haproxy = sorted(lab.addresses(), key=lambda a: int(a.rsplit(".", 1)[1]))
+        if first is not None and lab.status("/pool") == first:
+            break
+    return describe(first), ", ".join(haproxy) or "nothing: every request gets 503"
+
+
+def describe(pool: dict[str, Any] | None) -> str:
     if not pool:
-        return "(status not answering)"
-    members = pool.get("members", [])
-    assert isinstance(members, list)
-    shown = [f"{m['address']}:{m['port']} {m['state']} ({m['identity'] or '-'})" for m in members]
-    return "; ".join(shown) or "(empty: HAProxy answers 503)"
+        return "(the status server does not answer)"
+    shown = [
+        f"{m['address']} {m['state']}" + (f" ({m['identity']})" if m["identity"] else "")
+        for m in pool.get("members", [])
+    ]
+    return ", ".join(shown) or "empty"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=60.0, help="how long the demo runs")
+    parser.add_argument("--seconds", type=float, default=SECONDS, help="how long the demo runs")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="poller-demo-"))
     lab = Lab(
@@ -68,45 +91,54 @@ def main() -> None:
         lab.start_haproxy()
         lab.start_poller()
         print(
-            f"demo: HAProxy at http://127.0.0.1:{lab.frontend_port}/  "
-            f"stats http://127.0.0.1:{lab.stats_port}/  "
-            f"poller http://127.0.0.1:{lab.status_port}/pool",
+            f"demo: about {args.seconds:.0f} s. Web nodes start, stop, get killed, answer 500 "
+            "and come back;\n      poller follows them and HAProxy serves exactly the "
+            "healthy ones. Ctrl-C stops everything.\n"
+            f"  status page (open it): http://127.0.0.1:{lab.status_port}/\n"
+            f"  HAProxy:               http://127.0.0.1:{lab.frontend_port}/   "
+            f"its stats: http://127.0.0.1:{lab.stats_port}/\n"
+            f"  poller sweeps {SUBNET} port 3000 every second\n",
             flush=True,
         )
-        print(f"demo: sweeping {SUBNET} port 3000; Ctrl-C stops everything", flush=True)
         started = time.monotonic()
         pending = list(TIMELINE)
-        last = ""
+        last, said = ("", ""), started
         while not stop and time.monotonic() - started < args.seconds:
             elapsed = time.monotonic() - started
             while pending and pending[0][0] <= elapsed:
-                _, action, octet, host = pending.pop(0)
+                _, action, octet, host, why = pending.pop(0)
                 address = f"127.42.0.{octet}"
-                print(f"[{elapsed:5.1f}s] {action} {address} ({host})", flush=True)
+                verb = {"start-500": "start (500)", "kill": "kill -9"}.get(action, action)
+                print(f"[{elapsed:5.1f}s] {verb} {address} {host}: {why}", flush=True)
                 if action == "start":
                     lab.start_node(address, host)
                 elif action == "start-500":
                     lab.start_node(address, host, "--status", "500")
                 else:
                     lab.stop_node(address, signal.SIGKILL if action == "kill" else signal.SIGTERM)
-            now = describe(lab.status("/pool"))
-            if now != last:
+                said = time.monotonic()
+            now = picture(lab)
+            if now != last or time.monotonic() - said > HEARTBEAT_SECONDS:
                 status, body = lab.get()
                 answer = f"{status} from {body.get('host')}" if body else str(status)
-                print(f"[{time.monotonic() - started:5.1f}s] pool: {now}", flush=True)
-                print(
-                    f"         HAProxy serves {sorted(lab.addresses())}; a request got {answer}",
-                    flush=True,
-                )
-                last = now
+                moment = time.monotonic() - started
+                print(f"[{moment:5.1f}s]   poller's pool:  {now[0]}", flush=True)
+                print(f"          HAProxy serves: {now[1]}; a request got {answer}", flush=True)
+                last, said = now, time.monotonic()
             time.sleep(0.2)
+        reloads, _ = lab.reloads()
+        print(
+            f"\ndemo: done. HAProxy reloads: {reloads} (membership changes go through its "
+            "runtime API)",
+            flush=True,
+        )
     except KeyboardInterrupt:
         pass
     except (RuntimeError, TimeoutError) as exc:
         print(f"demo: {exc}", file=sys.stderr)
         sys.exit(1)
     finally:
-        print("\ndemo: stopping everything", flush=True)
+        print("demo: stopping everything", flush=True)
         lab.close()
         shutil.rmtree(workdir, ignore_errors=True)
         print("demo: all demo processes stopped", flush=True)

@@ -350,7 +350,7 @@ def main() -> None:
             while time.monotonic() - started < args.seconds:
                 elapsed = time.monotonic() - started
                 while pending and pending[0][0] <= elapsed:
-                    _, action, host, name = pending.pop(0)
+                    _, action, host, name, _why = pending.pop(0)
                     print(f"[{elapsed:5.1f}s] {action} {lab.address(host)} ({name})", flush=True)
                     if action.startswith("start"):
                         extra = ("--status", "500") if action == "start-500" else ()

@@ -40,3 +40,16 @@ def test_readme_starts_with_the_two_commands() -> None:
     first_block = README.split("```sh", 1)[1].split("```", 1)[0]
     assert "make demo" in first_block
     assert "make test" in first_block
+
+
+def test_every_module_is_in_the_layout_table() -> None:
+    poller = Path(__file__).resolve().parents[2] / "poller"
+    modules = {
+        str(path.relative_to(poller).with_suffix(""))
+        for path in poller.rglob("*.py")
+        if path.name not in ("__init__.py", "__main__.py")
+    }
+    rows = re.findall(r"^\| (`[^|]+`) \|", README.split("## Development", 1)[1], re.MULTILINE)
+    named = {name for row in rows for name in re.findall(r"`([a-z_/]+)`", row)}
+    assert modules - named == set(), "modules missing from the README's layout table"
+    assert {m for m in named if "/" not in m or not m.endswith("/")} - modules == set()
