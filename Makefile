@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 
-.PHONY: help demo demo-netns test test-engine standins lint venv runtime-venv lock bench clean
+.PHONY: help demo demo-netns test test-engine test-hosts standins lint mutate venv runtime-venv lock bench clean
 
 help:                     ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:[^#]*## /\t/' | expand -t 14
@@ -25,9 +25,18 @@ test-engine: venv         ## only the real Docker engine suite (root, docker.io)
 	@$(MAKE) --no-print-directory standins
 	scripts/in-private-netns $(PY) -m pytest -m engine $(PYTEST_ARGS)
 
+test-hosts: venv          ## only the two-node swarm (two Docker engines; root, docker.io)
+	@$(MAKE) --no-print-directory standins
+	scripts/in-private-netns $(PY) -m pytest -m hosts $(PYTEST_ARGS)
+
 standins: venv            ## the engine suite's base images, made offline-able (root; cached)
 	@if [ "$$(id -u)" -eq 0 ]; then $(PY) -m tests.support.standins; \
 	 else echo "not root: the engine suite (tests/engine) will skip"; fi
+
+mutate: venv              ## mutation testing of the pure cores by the unit tests (~5 min)
+	rm -rf mutants  # mutmut keeps old verdicts of unchanged code, even when the tests changed
+	scripts/in-private-netns $(VENV)/bin/mutmut run --max-children 2 >/dev/null
+	$(PY) -m tests.support.mutation
 
 lint: venv                ## ruff, mypy --strict, import-linter's layer contracts
 	$(VENV)/bin/ruff check .

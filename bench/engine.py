@@ -189,8 +189,7 @@ def main() -> None:
         "for `docker kill`, to the killed one out of rotation); wrk (1 thread, 8 "
         "connections) sent requests to HAProxy's published port during the scale rounds. "
         "Swarm joins wait for the next full sweep of the /16 (config/poller-swarm.yaml: "
-        "every 30 s).\n\n"
-        + text,
+        "every 30 s).\n\n" + text,
     )
 
 

@@ -64,8 +64,30 @@ class DiscoverySettings(_Section):
         default=1.0,
         gt=0,
         le=86400,
-        description="Time between two discovery sweeps of the whole subnet (poller run); "
+        description="Time between two discovery sweeps (poller run): of the whole subnet, "
+        "or, when full_interval_seconds is longer, of its likely addresses (a hot sweep); "
         "known members are checked every pool.interval_seconds regardless.",
+    )
+    full_interval_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        le=86400,
+        description="Time between two sweeps of the whole subnet; unset: every sweep is "
+        "whole. Longer than interval_seconds on large subnets: the sweeps in between "
+        "only ask where Docker hands out new addresses (hot sweeps).",
+    )
+    hot_per_subnet: int = Field(
+        default=8,
+        ge=1,
+        le=1024,
+        description="A hot sweep asks, per subnet, this many addresses after the highest "
+        "one in use and this many of the lowest free ones (and the recently vacated).",
+    )
+    hot_max_targets: int = Field(
+        default=64,
+        ge=1,
+        le=4096,
+        description="Addresses a hot sweep asks at most.",
     )
     method: Literal["auto", "arp", "connect"] = Field(
         default="auto",
@@ -292,8 +314,17 @@ class GuardSettings(_Section):
         default=0.5,
         gt=0,
         le=1,
-        description="Hold a cycle's removals when more than one member and more than this "
-        "share of the serving pool would go at once (1: never).",
+        description="Hold removals when more than one member and more than this share of "
+        "what HAProxy served at the start of the window would go within it (exactly this "
+        "share is allowed; 1: never hold).",
+    )
+    window_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=3600,
+        description="Removals within this long count together against the pool served when "
+        "the first of them came, so removals in steps cannot slip past the guard "
+        "(0: each reconcile on its own).",
     )
     max_hold_seconds: float = Field(
         default=30.0,
@@ -451,6 +482,12 @@ class Settings(_Section):
             raise ValueError(
                 f"pool.rise_interval_seconds ({self.pool.rise_interval_seconds:g}) must not be "
                 f"longer than pool.interval_seconds ({self.pool.interval_seconds:g})"
+            )
+        full = self.discovery.full_interval_seconds
+        if full is not None and full < self.discovery.interval_seconds:
+            raise ValueError(
+                f"discovery.full_interval_seconds ({full:g}) must not be shorter than "
+                f"discovery.interval_seconds ({self.discovery.interval_seconds:g})"
             )
         if self.discovery.interval_seconds < self.pool.interval_seconds:
             raise ValueError(

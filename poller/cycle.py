@@ -69,9 +69,16 @@ def candidates(results: Iterable[ProbeResult], pool: Pool) -> list[Observation]:
     return [observation(r) for r in results if r.healthy and r.endpoint not in pool.members]
 
 
-def desired(pool: Pool) -> list[Endpoint]:
-    """What HAProxy should serve: the serving members, in endpoint order."""
-    return [m.endpoint for m in pool.serving()]
+def desired(pool: Pool, live: Collection[Endpoint] = ()) -> list[Endpoint]:
+    """What HAProxy should serve: the serving members, in endpoint order. A member HAProxy
+    does not have yet (`live`) is only added once its last probe passed: never one whose
+    last probe failed (falling), never one only restored from the state file and not yet
+    probed by this process (a node may have died while poller was away)."""
+    return [
+        m.endpoint
+        for m in pool.serving()
+        if m.endpoint in live or (m.state is State.UP and m.last.outcome == Outcome.OK)
+    ]
 
 
 def adopted(servers: Iterable[Endpoint], rise: int, now: float) -> Pool:

@@ -1,11 +1,18 @@
 """Discovering new members: discovery sweeps, one at a time, when they are due.
 
-APScheduler says when a sweep is due (every `discovery.interval_seconds`, on the wall
-clock, mended after clock jumps); its job only marks it due, so it never runs long and
-is never skipped. This task runs the sweeps: when one takes longer than its interval,
-the next runs back to back, which is counted (`poller_sweep_overruns_total`) and logged
-once when it starts and once when it ends, never a line per tick. Endpoints the pool
-already knows are skipped (their own checks cover them).
+Two kinds. A full sweep asks the whole plan (every `discovery.full_interval_seconds`);
+a hot sweep (every `discovery.interval_seconds`, when that is shorter) asks only where
+new containers are likely to appear: Docker's IPAM hands out the next address after the
+last or the first free one, so the addresses after the highest in use, the lowest free
+and the recently vacated ones (`targets.likely_addresses`). Both go through the same
+probing, pacing and ARP rules; a full sweep makes a pending hot one needless.
+
+APScheduler says when each is due (on the wall clock, mended after clock jumps); its jobs
+only mark them due, so they never run long and are never skipped. This task runs the
+sweeps: when one takes longer than its interval, the next of its kind runs back to back,
+which is counted (`poller_sweep_overruns_total`) and logged once when it starts and once
+when it ends, never a line per tick. Endpoints the pool already knows are skipped (their
+own checks cover them).
 """
 
 from __future__ import annotations
@@ -19,10 +26,12 @@ from poller.metrics import Metrics
 from poller.probing import Prober
 from poller.results import Progress, Sweep
 from poller.sweeping import Discovery, discover
+from poller.targets import likely_addresses
 from poller.tracking import Tracker
 
 log = logging.getLogger("poller")
 
+FULL, HOT = "discovery", "hot"  # the sweep kinds, as metrics and logs name them
 FAILED_SWEEP_PAUSE_SECONDS = 1.0
 PROGRESS_EVERY_SECONDS = 10.0
 
@@ -42,33 +51,64 @@ class Discoverer:
         self.metrics = metrics
         self.clock = clock
         self.due = asyncio.Event()
-        self.overrunning = False
+        self.pending: set[str] = set()  # kinds due: "discovery" (full), "hot"
+        self.overrunning: set[str] = set()
         self.sweeping_since: float | None = None
 
     def mark_due(self) -> None:
+        """A full sweep is due."""
+        self.pending.add(FULL)
+        self.due.set()
+
+    def mark_hot_due(self) -> None:
+        self.pending.add(HOT)
         self.due.set()
 
     async def run(self) -> None:
         while True:
             await self.due.wait()
             self.due.clear()
-            self.sweeping_since = self.clock()
+            kind = FULL if FULL in self.pending else HOT
+            # A full sweep also asks every address a hot one would.
+            self.pending -= {FULL, HOT} if kind == FULL else {HOT}
+            started = self.sweeping_since = self.clock()
             try:
-                found = await self._sweep()
-                self.tracker.discovered(found)
+                found = await self._sweep(kind)
+                self.tracker.discovered(found, kind)
             except Exception:
-                log.exception("discovery sweep failed unexpectedly")
+                log.exception(
+                    "discovery sweep failed unexpectedly", extra={"fields": {"kind": kind}}
+                )
                 self.metrics.task_failures.labels(task="discovery").inc()
-                self.metrics.sweeps.labels(kind="discovery", result="failed").inc()
+                self.metrics.sweeps.labels(kind=kind, result="failed").inc()
                 await asyncio.sleep(FAILED_SWEEP_PAUSE_SECONDS)  # no tight loop on a bug
             finally:
                 self.sweeping_since = None
-            self._note_overrun(self.due.is_set())
+            # Only a sweep longer than its interval overran: one that merely started late
+            # (a hot sweep queued behind a full one) met the next tick without overrunning.
+            self._note_overrun(kind, self.clock() - started > self._interval(kind))
+            if self.pending:
+                self.due.set()
 
-    async def _sweep(self) -> Sweep:
+    def hot_plan(self) -> Discovery:
+        """The likely addresses, as a discovery of its own (same pacer, same links)."""
+        discovery = self.discovery()
+        settings = discovery.settings
+        pool = self.tracker.pool
+        addresses = likely_addresses(
+            discovery.plan,
+            discovery.subnets,
+            [e.address for e in pool.members],
+            list(self.tracker.vacated),
+            settings.hot_per_subnet,
+            settings.hot_max_targets,
+        )
+        return discovery.subset(addresses)
+
+    async def _sweep(self, kind: str) -> Sweep:
         """One sweep; while it lasts longer than PROGRESS_EVERY_SECONDS, a line says how
         far it has come (a first connect sweep of a /16 takes minutes)."""
-        discovery = self.discovery()
+        discovery = self.discovery() if kind == FULL else self.hot_plan()
         progress = Progress(discovery.plan.count, self.clock())
         known = frozenset(self.tracker.pool.members)
         async with asyncio.TaskGroup() as group:
@@ -96,15 +136,21 @@ class Discoverer:
                 },
             )
 
-    def _note_overrun(self, overran: bool) -> None:
+    def _interval(self, kind: str) -> float:
+        settings = self.discovery().settings
+        if kind == FULL and settings.full_interval_seconds is not None:
+            return settings.full_interval_seconds
+        return settings.interval_seconds
+
+    def _note_overrun(self, kind: str, overran: bool) -> None:
         if overran:
-            self.metrics.sweep_overruns.labels(kind="discovery").inc()
-        if overran and not self.overrunning:
+            self.metrics.sweep_overruns.labels(kind=kind).inc()
+        if overran and kind not in self.overrunning:
+            self.overrunning.add(kind)
             log.warning(
-                "discovery sweeps take longer than discovery.interval_seconds; "
-                "running them back to back",
-                extra={"fields": {"interval_seconds": self.discovery().settings.interval_seconds}},
+                "sweeps take longer than their interval; running them back to back",
+                extra={"fields": {"kind": kind}},
             )
-        elif self.overrunning and not overran:
-            log.info("discovery sweeps fit their interval again")
-        self.overrunning = overran
+        elif not overran and kind in self.overrunning:
+            self.overrunning.discard(kind)
+            log.info("sweeps fit their interval again", extra={"fields": {"kind": kind}})

@@ -29,7 +29,8 @@ class History:
         self.latencies: dict[Endpoint, deque[float | None]] = {}
         self.events: deque[dict[str, Any]] = deque(maxlen=EVENTS)
         self.changes: deque[dict[str, Any]] = deque(maxlen=CHANGES)
-        self.last_sweep: dict[str, Any] | None = None
+        self.last_sweep: dict[str, Any] | None = None  # the last full sweep
+        self.last_hot_sweep: dict[str, Any] | None = None
 
     def probe(self, key: Endpoint, latency_ms: float | None) -> None:
         """One probe of a member: its latency, or None when it failed."""
@@ -71,8 +72,8 @@ class History:
     def change(self, record: dict[str, Any]) -> None:
         self.changes.appendleft(record)
 
-    def sweep(self, found: Sweep) -> None:
-        self.last_sweep = {
+    def sweep(self, found: Sweep, kind: str = "discovery") -> None:
+        record = {
             "at": found.started_at,
             "duration_seconds": round(found.duration_seconds, 3),
             "targets": found.targets,
@@ -81,3 +82,7 @@ class History:
             "healthy": len(found.healthy),
             "failure": found.failure,
         }
+        if kind == "hot":
+            self.last_hot_sweep = record
+        else:
+            self.last_sweep = record

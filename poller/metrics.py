@@ -74,6 +74,12 @@ class Metrics:
             "Unix time HAProxy was last brought or confirmed in step with the pool.",
             registry=r,
         )
+        self.sweep_found = Counter(
+            "poller_sweep_found_total",
+            "New endpoints found healthy by discovery sweeps (candidates), by kind.",
+            ["kind"],
+            registry=r,
+        )
         self.sweep_overruns = Counter(
             "poller_sweep_overruns_total",
             "Sweeps that took longer than their interval (the next one ran back to back).",

@@ -21,7 +21,7 @@ from poller.applying.executing import Applier, Result
 from poller.config import Settings
 from poller.endpoints import Endpoint, ordered
 from poller.errors import HAProxyError, HAProxyUnavailable
-from poller.guards import Hold, guard
+from poller.guards import Guarded, Hold, guard
 from poller.haproxy.servers import ServerState
 from poller.history import History
 from poller.metrics import Metrics
@@ -53,7 +53,7 @@ class Reconciler:
         self.wall = wall
         self.changed = asyncio.Event()
         self.applying = asyncio.Lock()
-        self.hold: Hold | None = None
+        self.guarded: Guarded | None = None
         self.live: frozenset[Endpoint] = frozenset()
         self.last_change: dict[str, Any] | None = None
         self.in_step_mono: float | None = None
@@ -120,20 +120,24 @@ class Reconciler:
             self._failed(result)
 
     async def _attempt(self) -> Result:
-        desired = self.tracker.desired()
         states: list[ServerState] | None
         try:
             states = await self.applier.live_servers()
             live = frozenset(s.endpoint for s in states)
             self.metrics.haproxy_up.set(1)
         except HAProxyUnavailable:
-            states, live = None, self.live
+            # What it served last; before the first answer, what its config file lists.
+            states = None
+            live = self.live or frozenset(self.applier.live_file_servers())
             self.metrics.haproxy_up.set(0)
         except HAProxyError as exc:  # it answered, but not as expected (no such backend)
             self.metrics.haproxy_up.set(1)
             return Result("runtime", error=str(exc))
-        servers, hold = guard(desired, live, self.settings.guard, self.clock(), self.hold)
-        self._report_hold(hold)
+        desired = self.tracker.desired(live)
+        guarded = guard(desired, live, self.settings.guard, self.clock(), self.guarded)
+        self._report_hold(guarded.hold)
+        self.guarded = guarded
+        servers = guarded.servers
         result = await self.applier.apply(servers, states)
         if result.method in ("none", "runtime", "file", "reload"):
             self.live = servers  # what HAProxy serves now, even if the file is behind
@@ -169,6 +173,10 @@ class Reconciler:
         """How long HAProxy may take to answer after the poller starts."""
         return 3 * self.settings.haproxy.reconcile_interval_seconds
 
+    @property
+    def hold(self) -> Hold | None:
+        return self.guarded.hold if self.guarded is not None else None
+
     def _report_hold(self, hold: Hold | None) -> None:
         if hold is not None and self.hold is None:
             self.metrics.guard_holds.inc()
@@ -181,7 +189,6 @@ class Reconciler:
             released = [str(e) for e in ordered(self.hold.held)]
             self.history.note("guard_release", self.wall(), "", released)
             log.info("guard released", extra={"fields": {"held": released}})
-        self.hold = hold
         self.metrics.guard_held.set(len(hold.held) if hold else 0)
         started = self.wall() - (self.clock() - hold.since) if hold else 0
         self.metrics.guard_hold_started.set(started)

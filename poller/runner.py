@@ -68,7 +68,9 @@ class Daemon:
         self.reconciler = Reconciler(
             settings, self.tracker, self.applier, self.metrics, self.history
         )
-        self.schedule = Schedule(self.discoverer.mark_due, self.reconciler.changed.set)
+        self.schedule = Schedule(
+            self.discoverer.mark_due, self.discoverer.mark_hot_due, self.reconciler.changed.set
+        )
         self.status: StatusServer | None = None
         self.stopping = asyncio.Event()
         self.hup = asyncio.Event()
@@ -202,7 +204,9 @@ class Daemon:
             discovery={
                 **self.discovery.summary(),
                 "interval_seconds": self.settings.discovery.interval_seconds,
+                "full_interval_seconds": self.settings.discovery.full_interval_seconds,
                 "last_sweep": self.history.last_sweep,
+                "last_hot_sweep": self.history.last_hot_sweep,
                 "next_sweep_at": self.schedule.next_sweep_at(),
             },
             held=hold.held if hold else frozenset(),

@@ -1,4 +1,5 @@
-"""The periodic jobs, on APScheduler: a discovery sweep is due, a reconcile is due.
+"""The periodic jobs, on APScheduler: a full sweep is due, a hot sweep is due (when full
+sweeps are further apart than `discovery.interval_seconds`), a reconcile is due.
 
 Both jobs only mark work as due (an event the discoverer or the reconciler waits on), so
 they never run long and none is ever skipped; an instance more (a clock jump can make
@@ -19,9 +20,15 @@ from poller.config import Settings
 
 
 class Schedule:
-    def __init__(self, sweep_due: Callable[[], None], reconcile_due: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        sweep_due: Callable[[], None],
+        hot_due: Callable[[], None],
+        reconcile_due: Callable[[], None],
+    ) -> None:
         self.scheduler = AsyncIOScheduler()
         self.sweep_due = _in_loop(sweep_due)
+        self.hot_due = _in_loop(hot_due)
         self.reconcile_due = _in_loop(reconcile_due)
 
     def start(self, settings: Settings) -> None:
@@ -36,14 +43,20 @@ class Schedule:
             "misfire_grace_time": None,
             "max_instances": 4,
         }
+        discovery = settings.discovery
+        full = discovery.full_interval_seconds or discovery.interval_seconds
         self.scheduler.add_job(
             self.sweep_due,
             "interval",
-            seconds=settings.discovery.interval_seconds,
+            seconds=full,
             id="discover",
             next_run_time=datetime.now(UTC),
             **common,
         )
+        if full > discovery.interval_seconds:
+            self.scheduler.add_job(
+                self.hot_due, "interval", seconds=discovery.interval_seconds, id="hot", **common
+            )
         self.scheduler.add_job(
             self.reconcile_due,
             "interval",

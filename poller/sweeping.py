@@ -16,7 +16,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import netaddr
@@ -50,12 +50,30 @@ class Discovery:
     segments: tuple[Segment, ...] = ()  # the parts of the plan asked with ARP first
     rest: TargetPlan | None = None  # the parts swept with connects (None: the whole plan)
     method_note: str = ""  # why ARP is not used where it could have been
+    # A hot sweep asks a few likely addresses: there, silence is just empty addresses
+    # (whether the segment answers ARP at all is the full sweeps' call).
+    hot: bool = False
+    # Segments found not answering ARP (said once, not at every sweep).
+    silent_segments: set[str] = field(default_factory=set, compare=False)
 
     @property
     def method(self) -> str:
         if not self.segments:
             return "connect"
         return "arp" if self.rest is None or self.rest.count == 0 else "arp+connect"
+
+    def subset(self, addresses: netaddr.IPSet) -> Discovery:
+        """The same discovery over only `addresses` (a hot sweep), sharing the pacer."""
+        plan = TargetPlan(self.plan.addresses & addresses, self.plan.ports)
+        segments = tuple(
+            Segment(segment.link, segment.addresses & addresses)
+            for segment in self.segments
+            if segment.addresses & addresses
+        )
+        rest = (
+            None if self.rest is None else TargetPlan(self.rest.addresses & addresses, plan.ports)
+        )
+        return replace(self, plan=plan, segments=segments, rest=rest, hot=True)
 
     def summary(self) -> dict[str, Any]:
         """What is swept and how, for logs, `/pool` and `scan --json`."""
@@ -206,16 +224,24 @@ async def discover(
                     }
                 },
             )
-            if not asked.answered and addresses:
+            if not asked.answered and addresses and not resolved.hot:
                 # Not one reply, not even a gateway's: this segment does not answer ARP
                 # (an overlay or a filter), so silence proves nothing. Connect instead.
-                log.warning(
-                    "no ARP reply on the segment; sweeping it with connects",
-                    extra={"fields": {"interface": segment.link.interface}},
-                )
+                if segment.link.interface not in resolved.silent_segments:
+                    resolved.silent_segments.add(segment.link.interface)
+                    log.warning(
+                        "no ARP reply on the segment; sweeping it with connects",
+                        extra={"fields": {"interface": segment.link.interface}},
+                    )
                 for value in addresses:
                     enqueue(value)
                 continue
+            if asked.answered and segment.link.interface in resolved.silent_segments:
+                resolved.silent_segments.discard(segment.link.interface)
+                log.info(
+                    "the segment answers ARP again",
+                    extra={"fields": {"interface": segment.link.interface}},
+                )
             quiet = [value for value in addresses if value not in asked.answered]
             silent += quiet
             if progress is not None:

@@ -10,7 +10,7 @@ neighbour-table entry serves them all).
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 
 import netaddr
@@ -72,3 +72,51 @@ def plan_targets(
             f"more than the bound of {max_targets:,}; narrow the subnets or raise the bound",
         )
     return plan
+
+
+def likely_addresses(
+    plan: TargetPlan,
+    subnets: Sequence[str],
+    in_use: Collection[str],
+    vacated: Sequence[str],
+    per_subnet: int,
+    bound: int,
+) -> netaddr.IPSet:
+    """Where new containers are likely to appear first, at most `bound` addresses of the
+    plan. Docker does not scatter addresses: its IPAM hands out the next one after the last
+    (serially, wrapping around: Swarm overlays) or the first free one (bridges). So, per
+    subnet: the addresses most recently vacated (newest first), the `per_subnet` after the
+    highest one in use (wrapping to the subnet's start), and the `per_subnet` lowest free.
+    Addresses in use are left out: their members' own checks cover them."""
+    used = {netaddr.IPAddress(a) for a in in_use}
+    chosen: list[netaddr.IPAddress] = []
+
+    def take(address: netaddr.IPAddress) -> bool:
+        """Choose a free address of the plan (once); whether it was a free one."""
+        if address in used or address not in plan.addresses:
+            return False
+        if address not in chosen:
+            chosen.append(address)
+        return True
+
+    for subnet in subnets:
+        network = netaddr.IPNetwork(subnet)
+        for address in vacated:
+            if netaddr.IPAddress(address) in network:
+                take(netaddr.IPAddress(address))
+        mine = [a for a in used if a in network]
+        if mine:
+            span, offset = network.size, int(max(mine)) - network.first
+            taken = 0
+            for step in range(1, min(span, 4 * per_subnet)):
+                if taken >= per_subnet:
+                    break
+                value = network.first + (offset + step) % span
+                taken += take(netaddr.IPAddress(value, network.version))
+        taken = 0
+        for cidr in (plan.addresses & netaddr.IPSet([network])).iter_cidrs():
+            for value in range(cidr.first, cidr.last + 1):
+                if taken >= per_subnet:
+                    break
+                taken += take(netaddr.IPAddress(value, network.version))
+    return netaddr.IPSet(chosen[:bound])

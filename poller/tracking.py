@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from poller.results import Sweep
 log = logging.getLogger("poller")
 
 QUIET_EVENTS = frozenset({EventKind.CANDIDATE, EventKind.DROPPED})
+VACATED = 32
 
 
 class Tracker:
@@ -52,6 +53,8 @@ class Tracker:
         self.last_success_mono: float | None = None  # for ages: wall clocks jump
         self.last_success_wall: float | None = None
         self.failing: set[str] = set()  # sweep kinds failing now
+        # Addresses of members forgotten lately, newest first: Docker hands them out again.
+        self.vacated: deque[str] = deque(maxlen=VACATED)
         self.on_serving_change: list[Callable[[], None]] = []
         self.on_members_change: list[Callable[[], None]] = []
         self.gauge_members()
@@ -67,11 +70,12 @@ class Tracker:
         if self.account("check", found):
             self.observe(cycle.observations(found.results, asked))
 
-    def discovered(self, found: Sweep) -> None:
-        """A discovery sweep came back: healthy endpoints the pool does not know are
-        candidates."""
-        if self.account("discovery", found):
+    def discovered(self, found: Sweep, kind: str = "discovery") -> None:
+        """A discovery sweep (full or hot) came back: healthy endpoints the pool does not
+        know are candidates."""
+        if self.account(kind, found):
             fresh = cycle.candidates(found.results, self.pool)
+            self.metrics.sweep_found.labels(kind=kind).inc(len(fresh))
             if fresh:
                 self.observe(fresh)
 
@@ -80,8 +84,8 @@ class Tracker:
         self.metrics.sweep_duration.labels(kind=kind).observe(found.duration_seconds)
         for outcome, count in found.outcomes.items():
             self.metrics.probes.labels(result=str(outcome)).inc(count)
-        if kind == "discovery":
-            self.history.sweep(found)
+        if kind != "check":
+            self.history.sweep(found, kind)
         failure = found.failure
         if failure is not None:
             self.metrics.sweeps.labels(kind=kind, result="failed").inc()
@@ -113,6 +117,9 @@ class Tracker:
         self.history.keep_only(self.pool.members)
         self.history.member_events(events, self.wall())
         for event in events:
+            if event.kind is EventKind.FORGOTTEN:
+                self.vacated.appendleft(event.endpoint.address)
+        for event in events:
             log.log(
                 logging.DEBUG if event.kind in QUIET_EVENTS else logging.INFO,
                 f"member {event.kind}",
@@ -137,8 +144,8 @@ class Tracker:
 
     # -- the pool -------------------------------------------------------------------------
 
-    def desired(self) -> list[Endpoint]:
-        return cycle.desired(self.pool)
+    def desired(self, live: Collection[Endpoint] = ()) -> list[Endpoint]:
+        return cycle.desired(self.pool, live)
 
     def gauge_members(self) -> None:
         counts = Counter(m.state for m in self.pool.members.values())

@@ -246,20 +246,35 @@ class Applier:
             if not busy or self.clock() >= deadline:
                 if busy:
                     log.warning(
-                        "drain timed out; removing servers with sessions",
+                        "drain timed out; ending the sessions still on the servers",
                         extra={"fields": {"servers": busy}},
                     )
                 break
             await asyncio.sleep(DRAIN_POLL_SECONDS)
         for name in names:
             await self.runtime.set_state(backend, name, "maint")
-            deadline = self.clock() + DEL_RETRY_SECONDS
+            if name in busy:
+                # HAProxy refuses to delete a server with sessions; a server that stopped
+                # answering (a partition) would hold them until `timeout server`.
+                await self.runtime.shutdown_sessions(backend, name)
+            started = self.clock()
+            ended = name in busy
             while True:
                 answer = await self.runtime.del_server(backend, name)
                 if answer.startswith("Server deleted") or answer == "No such server.":
                     break
-                if "connection" not in answer.lower() or self.clock() >= deadline:
+                waited = self.clock() - started
+                if "connection" not in answer.lower() or waited >= DEL_RETRY_SECONDS:
                     raise HAProxyError(f"HAProxy refused to delete {backend}/{name}: {answer}")
+                if not ended and waited >= DEL_RETRY_SECONDS / 2:
+                    # Streams that came after the drain (retried connects, a queue) and
+                    # did not leave by themselves: the server is gone, so are they.
+                    log.warning(
+                        "drain timed out; ending the sessions still on the servers",
+                        extra={"fields": {"servers": [name]}},
+                    )
+                    await self.runtime.shutdown_sessions(backend, name)
+                    ended = True
                 await asyncio.sleep(0.01)  # connections still attached: retry shortly
 
     async def _reload(

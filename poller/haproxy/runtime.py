@@ -45,6 +45,10 @@ class Runtime:
     async def set_state(self, backend: str, name: str, state: str) -> None:
         await self._expect(f"set server {backend}/{name} state {state}", "")
 
+    async def shutdown_sessions(self, backend: str, name: str) -> None:
+        """End every session still on the server (its drain ran out of time)."""
+        await self._expect(f"shutdown sessions server {backend}/{name}", "")
+
     async def del_server(self, backend: str, name: str) -> str:
         """Delete; returns HAProxy's answer so callers can retry while it is still in use."""
         return (await self.run(f"del server {backend}/{name}")).strip()

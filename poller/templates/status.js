@@ -86,7 +86,12 @@ function renderSummary(pool) {
   } else {
     lines.push("no sweep yet");
   }
-  if (d.next_sweep_at) lines.push(`next in ${Math.max(0, d.next_sweep_at - Date.now() / 1000).toFixed(1)} s`);
+  if (d.next_sweep_at) lines.push(`next full sweep in ${Math.max(0, d.next_sweep_at - Date.now() / 1000).toFixed(1)} s`);
+  const hot = d.last_hot_sweep;
+  if (hot) {
+    lines.push(`hot sweeps every ${d.interval_seconds} s: last ${ago(hot.at)}, ` +
+      `${hot.targets} likely addresses, ${hot.healthy} healthy`);
+  }
   const disc = document.getElementById("discovery");
   disc.replaceChildren(...lines.map((t) => el("span", t, "line")));
 

@@ -22,8 +22,8 @@ from tests.support.processes import ROOT
 pytestmark = [pytest.mark.engine, pytest.mark.timeout(900)]
 
 SETTINGS = load_settings(ROOT / "config" / "poller-swarm.yaml", environ={})
-# A newcomer waits for the next full sweep of the /16 (every discovery.interval_seconds);
-# starting a task takes Docker a few seconds on top.
+# A newcomer is asked by the next hot sweep (every discovery.interval_seconds): Docker hands
+# out overlay addresses in order. Starting the tasks takes Docker a few seconds on top.
 JOIN_BOUND = SETTINGS.discovery.interval_seconds + 15.0
 LEAVE_BOUND = SETTINGS.pool.interval_seconds * SETTINGS.pool.fall + 3.0
 FRONTEND = "http://127.0.0.1:80/"

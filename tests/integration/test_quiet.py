@@ -126,3 +126,43 @@ def test_sigterm_during_a_drain_finishes_the_apply_and_exits_0(lab: Lab) -> None
     # The apply finished before the stop: HAProxy and its file agree on `b` alone.
     assert serves(lab, NODES[1])
     assert "n_127_0_3_2_3000" not in lab.config_path.read_text()
+
+
+def test_a_member_that_stops_answering_mid_request_is_deleted_at_runtime(lab: Lab) -> None:
+    """A partition, on loopback: `a` holds slow requests and then stops answering
+    (SIGSTOP), so its sessions never end by themselves. After the drain timeout poller
+    ends them (`shutdown sessions server`) and deletes `a` at runtime: no reload, and the
+    stuck clients get their answer in seconds, not after HAProxy's `timeout server`."""
+    lab.write_settings({"haproxy": {"drain_timeout_seconds": 1.0}})
+    lab.start_node(NODES[0], "a")
+    lab.start_node(NODES[1], "b")
+    lab.start_poller()
+    wait_for(lambda: serves(lab, NODES[0], NODES[1]), 10, "two members")
+    request = urllib.request.Request(
+        f"http://{NODES[0]}:3000/delay", data=b'{"delay": 3000}', method="POST"
+    )
+    urllib.request.urlopen(request, timeout=5).close()
+    clients = [threading.Thread(target=lab.get, kwargs={"timeout": 60}) for _ in range(6)]
+    for client in clients:
+        client.start()
+
+    def busy() -> bool:
+        return parse_sessions(lab.admin("show stat nodes 4 -1"), "nodes").get(A_NAME, 0) > 0
+
+    wait_for(busy, 5, "slow requests on the member")
+    stall(lab, NODES[0])
+    started = time.monotonic()
+    wait_for(lambda: serves(lab, NODES[1]), 15, "the stalled member removed")
+    removed_after = time.monotonic() - started
+    for client in clients:
+        client.join(10)
+    assert not any(client.is_alive() for client in clients), "clients still stuck on `a`"
+    assert removed_after < 10
+    assert lab.reloads() == (0, 0)
+    log = lab.log("poller")
+    assert "drain timed out; ending the sessions still on the servers" in log
+    assert "reloading instead" not in log
+    wait_for(lambda: A_NAME not in lab.config_path.read_text(), 10, "the file to follow")
+
+
+A_NAME = "n_127_0_3_2_3000"

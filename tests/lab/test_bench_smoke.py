@@ -27,3 +27,11 @@ def test_footprint_benchmark_smoke() -> None:
     (row,) = bench_rows("footprint.py", "/24", timeout=300)
     assert float(row[2]) < 100  # a share of one core, measured
     assert row[-1] == "0"
+
+
+def test_hot_sweep_benchmark_smoke() -> None:
+    requires_root()
+    (row,) = bench_rows("hot.py", "hot sweeps", timeout=300)
+    assert row[2].startswith("0 of ")  # no failed request while nodes joined
+    assert row[7] == "yes"
+    assert row[-1] == "0"

@@ -98,6 +98,10 @@ class Engine:
         # The daemon's identity key, in its own directory (not /etc/docker/key.json).
         key = {"deprecated-key-path": str(self.workdir / "key.json")}
         (self.workdir / "daemon.json").write_text(json.dumps(key) + "\n")
+        self.start_daemon()
+
+    def start_daemon(self) -> None:
+        """Start (or start again) this engine's dockerd, with the data it had."""
         argv = [
             "dockerd",
             "--host",
@@ -123,17 +127,16 @@ class Engine:
                 self.hostname,
                 *argv,
             ]
-        log = (self.workdir / "dockerd.log").open("ab")
         # Swarm tasks would otherwise try to pull their image from a registry (refused:
         # no route) even with `--resolve-image never`.
         env = {**os.environ, "DOCKER_SERVICE_PREFER_OFFLINE_IMAGE": "1"}
-        self.proc = subprocess.Popen(
-            ["nsenter", f"--net=/run/netns/{self.ns}", *argv],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-        log.close()
+        with (self.workdir / "dockerd.log").open("ab") as log:
+            self.proc = subprocess.Popen(
+                ["nsenter", f"--net=/run/netns/{self.ns}", *argv],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
 
         def answers() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
@@ -141,6 +144,12 @@ class Engine:
             return self.docker("version", check=False, timeout=10).returncode == 0
 
         wait_for(answers, START_TIMEOUT_SECONDS, "dockerd to answer", interval=0.2)
+
+    def stop_daemon(self) -> None:
+        """Stop this engine's dockerd by its PID (it stops its containers first)."""
+        if self.proc is not None:
+            stop_process(self.proc, signal.SIGTERM, STOP_TIMEOUT_SECONDS)
+            self.proc = None
 
     def import_standins(self) -> None:
         standins.import_images(["docker"], self.env, self.workdir)
@@ -153,9 +162,7 @@ class Engine:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
-        if self.proc is not None:
-            stop_process(self.proc, signal.SIGTERM, STOP_TIMEOUT_SECONDS)
-            self.proc = None
+        self.stop_daemon()
         for pid in self.pids_in_namespace():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)

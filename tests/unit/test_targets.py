@@ -6,7 +6,7 @@ import pytest
 
 from poller.endpoints import Endpoint as Target
 from poller.errors import TargetsError
-from poller.targets import plan_targets
+from poller.targets import likely_addresses, plan_targets
 
 
 def addresses(subnets: list[str], exclude: list[str] = [], ports: list[int] = [80]) -> list[str]:  # noqa: B006
@@ -76,11 +76,75 @@ def test_a_slash_16_is_exactly_the_default_bound() -> None:
 def test_too_many_targets_names_the_size_without_expanding() -> None:
     with pytest.raises(TargetsError) as caught:
         plan_targets(["10.0.0.0/8"], [], [3000, 3001], 65536)
-    message = str(caught.value)
-    assert message.startswith("discovery.max_targets: ")
-    assert "33,554,428 targets" in message
-    assert "65,536" in message
+    assert str(caught.value) == (
+        "discovery.max_targets: 10.0.0.0/8 x 2 port(s) is 33,554,428 targets, more than "
+        "the bound of 65,536; narrow the subnets or raise the bound"
+    )
+    with pytest.raises(TargetsError) as caught:
+        plan_targets(["10.0.0.0/24", "10.0.1.0/24"], [], [3000], 500)
+    assert str(caught.value).startswith(
+        "discovery.max_targets: 10.0.0.0/24, 10.0.1.0/24 x 1 port(s) is 508 targets"
+    )
 
 
 def test_everything_excluded_is_an_empty_plan() -> None:
     assert addresses(["10.0.0.0/30"], ["10.0.0.0/30"]) == []
+
+
+@pytest.mark.parametrize(("bound", "accepted"), [(254, True), (253, False), (508, True)])
+def test_a_plan_of_exactly_max_targets_is_accepted_and_one_more_refused(
+    bound: int, accepted: bool
+) -> None:
+    """192.168.0.0/24 is 254 addresses: with one port, 254 targets; with two, 508."""
+    ports = [80] if bound < 500 else [80, 81]
+    if accepted:
+        assert plan_targets(["192.168.0.0/24"], [], ports, bound).count == bound
+    else:
+        with pytest.raises(TargetsError, match="254 targets, more than the bound of 253"):
+            plan_targets(["192.168.0.0/24"], [], ports, bound)
+
+
+def hot(in_use: list[str], vacated: list[str] = [], per: int = 4, bound: int = 64) -> list[str]:  # noqa: B006
+    plan = plan_targets(["10.42.0.0/16"], ["10.42.0.1"], [3000], 65536)
+    chosen = likely_addresses(plan, ["10.42.0.0/16"], in_use, vacated, per, bound)
+    return [str(address) for address in chosen]
+
+
+@pytest.mark.parametrize(
+    ("in_use", "vacated", "expected"),
+    [
+        # Nothing yet: the lowest free (the gateway .1 is excluded).
+        ([], [], ["10.42.0.2", "10.42.0.3", "10.42.0.4", "10.42.0.5"]),
+        # Handed out in order: next after the highest, and the lowest free (here the same).
+        (["10.42.0.2", "10.42.0.3"], [], ["10.42.0.4", "10.42.0.5", "10.42.0.6", "10.42.0.7"]),
+        # A gap from a removal is the lowest free: first-free IPAM (bridges) fills it.
+        (
+            ["10.42.0.2", "10.42.0.4", "10.42.0.9"],
+            [],
+            [
+                *("10.42.0.3", "10.42.0.5", "10.42.0.6", "10.42.0.7"),  # the lowest free
+                *("10.42.0.10", "10.42.0.11", "10.42.0.12", "10.42.0.13"),  # after .9
+            ],
+        ),
+        # Serial IPAM (overlays) wraps around after the top of the subnet.
+        (
+            ["10.42.255.253", "10.42.255.254"],
+            [],
+            ["10.42.0.2", "10.42.0.3", "10.42.0.4", "10.42.0.5"],
+        ),
+        # Recently vacated addresses first, newest first.
+        (
+            ["10.42.0.2"],
+            ["10.42.7.7", "10.42.0.9"],
+            ["10.42.0.3", "10.42.0.4", "10.42.0.5", "10.42.0.6", "10.42.0.9", "10.42.7.7"],
+        ),
+    ],
+)
+def test_likely_addresses_follow_dockers_allocation(
+    in_use: list[str], vacated: list[str], expected: list[str]
+) -> None:
+    assert hot(in_use, vacated) == expected
+
+
+def test_likely_addresses_are_bounded() -> None:
+    assert len(hot(["10.42.0.100"], per=50, bound=16)) == 16
