@@ -128,21 +128,8 @@ def step(
     return Pool(members), events
 
 
-def _event(
-    kind: EventKind,
-    member: Member,
-    now: float,
-    reason: str = "",
-    previous_identity: str | None = None,
-) -> Event:
-    return Event(
-        kind,
-        member.endpoint,
-        now,
-        identity=member.identity,
-        previous_identity=previous_identity,
-        reason=reason,
-    )
+def _event(kind: EventKind, member: Member, now: float, reason: str = "") -> Event:
+    return Event(kind, member.endpoint, now, identity=member.identity, reason=reason)
 
 
 def _advance(
@@ -151,10 +138,11 @@ def _advance(
     last = LastProbe(now, seen.outcome, seen.latency_ms, seen.status)
     if member is not None and seen.healthy and _identity_changed(member, seen):
         events.append(
-            _event(
+            Event(
                 EventKind.IDENTITY_CHANGED,
-                member,
+                member.endpoint,
                 now,
+                identity=seen.identity,
                 previous_identity=member.identity,
                 reason=f"now answered by {seen.identity!r}",
             )

@@ -205,14 +205,12 @@ class Reconciler:
             "at": self.wall(),
         }
         self.history.change(self.last_change)
-        log.info(
-            "HAProxy updated",
-            extra={
-                "fields": {
-                    "method": result.method,
-                    "added": result.added,
-                    "removed": result.removed,
-                    "duration_ms": round(result.duration_seconds * 1000, 1),
-                }
-            },
-        )
+        fields = {
+            "method": result.method,
+            "added": result.added,
+            "removed": result.removed,
+            "duration_ms": round(result.duration_seconds * 1000, 1),
+        }
+        if result.reason:
+            fields["reason"] = result.reason  # why a reload, when there was one
+        log.info("HAProxy updated", extra={"fields": fields})

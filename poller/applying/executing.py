@@ -54,6 +54,7 @@ class Result:
     file_installed: bool = False
     error: str | None = None
     duration_seconds: float = 0.0
+    reason: str = ""  # why a reload (or a file-only change) was needed, for the log
 
     @property
     def ok(self) -> bool:
@@ -188,6 +189,7 @@ class Applier:
                 )
                 decided = reload_instead(str(exc))
             else:
+                result.reason = decided.reason
                 try:
                     if decided.install:
                         await self._validate(rendered)
@@ -198,7 +200,9 @@ class Applier:
                     result.error = str(exc)  # HAProxy serves the pool; the file is behind
                 return result
         await self._validate(rendered)
-        return await self._reload(wanted, rendered, live)
+        result = await self._reload(wanted, rendered, live)
+        result.reason = decided.reason
+        return result
 
     def _read_live(self) -> str | None:
         try:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import stat
-import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 
 from poller.rendering import BUILTIN_TEMPLATE
-from tests.conftest import requires_root
 from tests.support.labs import wait_for
 from tests.support.loopback import Lab
 from tests.support.processes import ROOT
@@ -268,27 +267,6 @@ def test_sigterm_stops_within_the_grace(lab: Lab) -> None:
     assert lab.stop("poller", signal.SIGTERM, timeout=15) == 0
 
 
-@pytest.fixture
-def broken_loopback_route() -> Iterator[Callable[[bool], None]]:
-    """Break and mend the poller's own network: without the local route of 127.0.0.0/8,
-    every connect to the nodes fails at once with ENETUNREACH (127.0.0.1 keeps its own
-    route, so HAProxy's sockets and the status server stay reachable)."""
-    requires_root()
-    route = ["local", "127.0.0.0/8", "dev", "lo", "table", "local"]
-    broken = False
-
-    def set_broken(value: bool) -> None:
-        nonlocal broken
-        subprocess.run(["ip", "route", "del" if value else "add", *route], check=True)
-        broken = value
-
-    try:
-        yield set_broken
-    finally:
-        if broken:
-            set_broken(False)
-
-
 def test_own_network_failing_holds_the_pool(
     lab: Lab, broken_loopback_route: Callable[[bool], None]
 ) -> None:
@@ -333,3 +311,44 @@ def test_admin_socket_is_not_world_accessible_and_status_is_read_only(lab: Lab) 
                 urllib.request.urlopen(request, timeout=2)
             assert refused.value.code == 405
     assert serves(lab, A)
+
+
+def test_a_server_put_in_maintenance_behind_pollers_back_is_put_back_without_a_reload(
+    lab: Lab,
+) -> None:
+    lab.write_settings({"haproxy": {"reconcile_interval_seconds": 0.5}})
+    lab.start_node(A, "a")
+    lab.start_node(B, "b")
+    lab.start_poller()
+    wait_for(lambda: settled(lab, A, B), 10, "A and B to join")
+    name = "n_127_0_3_2_3000"
+    assert lab.admin(f"set server nodes/{name} state maint").strip() == ""
+    assert lab.servers()[name][2] & 0x01  # in maintenance now
+    wait_for(lambda: lab.servers()[name][2] == 0, 10, "poller to put it back")
+    assert lab.reloads() == (0, 0)
+    assert lab.routed_hosts(20) == {"a", "b"}
+
+
+def test_a_reload_that_fails_after_the_check_restores_the_file_and_keeps_last_good(
+    lab: Lab,
+) -> None:
+    """`haproxy -c` does not bind: a stats port another process holds passes the check
+    and fails the reload. The previous file comes back; `.last-good` never saw the bad one."""
+    lab.start_node(A, "a")
+    lab.start_poller()
+    wait_for(lambda: settled(lab, A), 10, "A to join")
+    last_good = lab.config_path.with_name("haproxy.cfg.last-good")
+    wait_for(last_good.exists, 10, "the last good copy")
+    before, good_before = lab.config_path.read_bytes(), last_good.read_bytes()
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        taken = holder.getsockname()[1]
+        lab.write_settings({"haproxy": {"stats_bind": f"127.0.0.1:{taken}"}})
+        os.kill(lab.procs["poller"].pid, signal.SIGHUP)
+        wait_for(lambda: "restored the last known good config" in lab.log("poller"), 20, "it")
+        assert lab.config_path.read_bytes() == before
+        assert last_good.read_bytes() == good_before
+        assert lab.reloads()[1] >= 1  # HAProxy's master counted the failed reload
+        assert serves(lab, A)
+        assert lab.routed_hosts() == {"a"}

@@ -177,3 +177,137 @@ def test_status_ok_uses_ranges() -> None:
         True,
         False,
     ]
+
+
+# The whole message, exactly as `poller` prints it after "poller: " (file paths relative
+# to the config's directory): each names the place and the value.
+EXACT = [
+    (
+        "probe: 3\n",
+        "poller.yaml:1: probe: Input should be a valid dictionary or instance of "
+        "ProbeSettings (got 3)",
+    ),
+    (
+        "probe:\n  expect_status: 600\n",
+        "poller.yaml:2: probe.expect_status: '600' is not within 100-599 with low <= high "
+        "(got 600)",
+    ),
+    (
+        "probe:\n  expect_status: 200-100\n",
+        "poller.yaml:2: probe.expect_status: '200-100' is not within 100-599 with low <= high "
+        "(got '200-100')",
+    ),
+    (
+        "probe:\n  expect_status: []\n",
+        "poller.yaml:2: probe.expect_status: at least one status code is needed (got [])",
+    ),
+    (
+        "discovery:\n  exclude: [10.0.0.9-10.0.0.5]\n",
+        "poller.yaml:2: discovery.exclude: '10.0.0.9-10.0.0.5' is not an address, CIDR or "
+        "range (got ['10.0.0.9-10.0.0.5'])",
+    ),
+    (
+        "discovery:\n  exclude: [10.0.0.5-10.0.0.9-10.0.0.12]\n",
+        "poller.yaml:2: discovery.exclude: '10.0.0.5-10.0.0.9-10.0.0.12' is not an address, "
+        "CIDR or range (got ['10.0.0.5-10.0.0.9-10.0.0.12'])",
+    ),
+    (
+        "discovery:\n  exclude: [10.0.0]\n",
+        "poller.yaml:2: discovery.exclude: '10.0.0' is not an address, CIDR or range "
+        "(got ['10.0.0'])",
+    ),
+    (
+        "discovery:\n  subnets: [10.0.0.0/24]\n  exclude: [{a: 1, a: 2}]\n",
+        "poller.yaml:3: discovery.exclude.a: key repeated",
+    ),
+    (
+        "probe:\n  headers: {x-a: '1'}\n  identity: {header: x, header: y}\n",
+        "poller.yaml:3: probe.identity.header: key repeated",
+    ),
+    (
+        "discovery:\n  subnets: [10.0.0.0/24, 10.0.1.0/24, 10.0.2.0/33]\n",
+        "poller.yaml:2: discovery.subnets: '10.0.2.0/33' is not a CIDR subnet "
+        "(got ['10.0.0.0/24', '10.0.1.0/24', '10.0.2.0/33'])",
+    ),
+    (
+        "discovery:\n  ports: [3000\n",
+        "poller.yaml:3: malformed YAML: expected ',' or ']', but got '<stream end>'",
+    ),
+    ("- a\n- b\n", "poller.yaml: the top level must be a mapping of sections"),
+    (
+        "pool:\n  rise: 0\n",
+        "poller.yaml:2: pool.rise: Input should be greater than or equal to 1 (got 0)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), EXACT)
+def test_the_whole_message_as_users_read_it(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, text), environ={})
+    assert str(caught.value).replace(f"{tmp_path}/", "") == message
+
+
+def test_a_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "poller.yaml"
+    path.write_bytes(b"probe:\n  path: /\xff\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ={})
+    assert str(caught.value) == f"{path}: is not UTF-8 text"
+
+
+@pytest.mark.parametrize(
+    ("value", "ranges"),
+    [("100", ((100, 100),)), ("599", ((599, 599),)), ("100-599", ((100, 599),))],
+)
+def test_status_codes_span_100_to_599(value: str, ranges: tuple[tuple[int, int], ...]) -> None:
+    assert parse_status_ranges(value) == ranges
+
+
+@pytest.mark.parametrize("value", ["99", "600", "0-200", "500-600"])
+def test_status_codes_outside_100_to_599_are_refused(value: str) -> None:
+    with pytest.raises(ValueError, match="is not"):
+        parse_status_ranges(value)
+
+
+def test_an_exclude_range_is_inclusive_at_both_ends() -> None:
+    settings = load_settings(
+        None, environ={}, overrides={"discovery": {"exclude": ["10.0.0.5-10.0.0.9"]}}
+    )
+    from poller.config import parse_address_set_item
+
+    assert parse_address_set_item(settings.discovery.exclude[0]).size == 5
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"POLLER___RISE": "1"}, "POLLER___RISE: expected POLLER_SECTION__KEY"),
+        ({"POLLER_POOL__": "1"}, "POLLER_POOL__: expected POLLER_SECTION__KEY"),
+        ({"POLLER_POOL__RISE__X": "1"}, "POLLER_POOL__RISE__X: expected POLLER_SECTION__KEY"),
+        ({"POLLER_POOL__RISE": "[1"}, "POLLER_POOL__RISE: not a YAML value: '[1'"),
+    ],
+)
+def test_malformed_variables_are_named(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, environ=env)
+    assert str(caught.value) == message
+
+
+def test_variables_outside_the_scheme_are_ignored_and_each_one_counts() -> None:
+    env = {"POLLER_POOL": "9", "POLLERX__Y": "1", "OTHER__X": "2"}
+    env |= {"POLLER_POOL__RISE": "3", "POLLER_POOL__FALL": "4"}
+    settings = load_settings(None, environ=env)
+    assert (settings.pool.rise, settings.pool.fall) == (3, 4)
+
+
+def test_without_a_file_the_process_environment_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POLLER_POOL__RISE", "4")
+    assert load_settings(None).pool.rise == 4
+
+
+def test_a_section_the_environment_adds_to_must_be_a_mapping_in_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "pool: []\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ={"POLLER_POOL__RISE": "2"})
+    assert str(caught.value) == f"{path}: pool: must be a mapping"

@@ -10,6 +10,12 @@ from poller.haproxy.servers import ADMIN_DRAIN, ADMIN_MAINT, ServerState
 
 A, B, C = (Endpoint(f"10.0.0.{i}", 3000) for i in (1, 2, 3))
 RENDERED = "rendered\n"
+# The reasons the log gives (the `reason` field of "HAProxy updated").
+FILE_BEHIND = "only the file was behind"
+PENDING = "a reload is pending"
+NO_RUNTIME_API = "haproxy.runtime_api is false"
+CHANGED = "the template or settings changed"
+AWAY = "HAProxy's runtime API does not answer"
 
 
 def live(*endpoints: Endpoint, admin: int = 0) -> list[ServerState]:
@@ -65,16 +71,24 @@ def decide(
             Plan("runtime", (), (A.name,), (), False),
         ),
         # HAProxy agrees, only the file is behind (a poller stopped mid-apply).
-        ([A], live(A), "old\n", True, False, True, Plan("file", install=True, reason="x")),
+        ([A], live(A), "old\n", True, False, True, Plan("file", install=True, reason=FILE_BEHIND)),
         # Anything else reloads, the file first.
-        ([A], live(A), "old\n", False, False, True, Plan("reload", install=True, reason="x")),
-        ([A, B], live(A), "old\n", True, True, True, Plan("reload", install=True, reason="x")),
-        ([A, B], live(A), "old\n", True, False, False, Plan("reload", install=True, reason="x")),
-        ([A], live(A), RENDERED, True, True, True, Plan("reload", install=True, reason="x")),
-        ([A], live(A), None, False, False, True, Plan("reload", install=True, reason="x")),
+        ([A], live(A), "old\n", False, False, True, Plan("reload", install=True, reason=CHANGED)),
+        ([A, B], live(A), "old\n", True, True, True, Plan("reload", install=True, reason=PENDING)),
+        (
+            [A, B],
+            live(A),
+            "old\n",
+            True,
+            False,
+            False,
+            Plan("reload", install=True, reason=NO_RUNTIME_API),
+        ),
+        ([A], live(A), RENDERED, True, True, True, Plan("reload", install=True, reason=PENDING)),
+        ([A], live(A), None, False, False, True, Plan("reload", install=True, reason=CHANGED)),
         # HAProxy away: the file is installed for whatever starts it next.
-        ([A], None, "old\n", True, False, True, Plan("offline", install=True, reason="x")),
-        ([A], None, RENDERED, True, False, True, Plan("offline", reason="x")),
+        ([A], None, "old\n", True, False, True, Plan("offline", install=True, reason=AWAY)),
+        ([A], None, RENDERED, True, False, True, Plan("offline", reason=AWAY)),
         (
             [A],
             None,
@@ -82,9 +96,9 @@ def decide(
             False,
             False,
             True,
-            Plan("offline", install=True, pending_reload=True, reason="x"),
+            Plan("offline", install=True, pending_reload=True, reason=AWAY),
         ),
-        ([A], None, RENDERED, True, True, True, Plan("offline", pending_reload=True, reason="x")),
+        ([A], None, RENDERED, True, True, True, Plan("offline", pending_reload=True, reason=AWAY)),
     ],
 )
 def test_plans(
@@ -96,23 +110,13 @@ def test_plans(
     runtime_api: bool,
     expected: Plan,
 ) -> None:
-    got = decide(wanted, servers, live_text, same, pending, runtime_api)
-    # The reason is for the logs; everything else is the plan.
-    assert (got.method, got.add, got.enable, got.remove, got.install, got.pending_reload) == (
-        expected.method,
-        expected.add,
-        expected.enable,
-        expected.remove,
-        expected.install,
-        expected.pending_reload,
-    )
+    assert decide(wanted, servers, live_text, same, pending, runtime_api) == expected
 
 
 def test_a_server_listed_at_another_address_is_never_moved_at_runtime() -> None:
     moved = ServerState(A.name, Endpoint("10.0.0.9", 3000), 2, 0)
     got = decide([A], [moved], "old\n")
-    assert got.method == "reload"
-    assert "another address" in got.reason
+    assert got == Plan("reload", install=True, reason=f"HAProxy lists {A.name} at another address")
 
 
 def test_additions_are_in_endpoint_order_and_removals_too() -> None:
@@ -120,6 +124,9 @@ def test_additions_are_in_endpoint_order_and_removals_too() -> None:
     assert got.add == (A, B, C)
     got = decide([], live(C, A, B), "old\n")
     assert got.remove == (A.name, B.name, C.name)
+    # In address order, not name order ("n_10_0_0_10_..." sorts before "n_10_0_0_9_...").
+    nine, ten = Endpoint("10.0.0.9", 3000), Endpoint("10.0.0.10", 3000)
+    assert decide([], live(ten, nine), "old\n").remove == (nine.name, ten.name)
 
 
 def test_servers_are_read_back_from_a_rendered_file_only_when_ours() -> None:
@@ -128,6 +135,7 @@ def test_servers_are_read_back_from_a_rendered_file_only_when_ours() -> None:
         "    server n_10_0_0_2_3000 10.0.0.2:3000 check\n"
         "    server n_10_0_0_1_3000 10.0.0.1:3000 check\n"
         "    server hand-made 10.0.0.7:3000 check\n"
+        "    server n_looks_like_ours not-an-address check\n"
         "    server n_fd00_0000_0000_0000_0000_0000_0000_0001_80 [fd00::1]:80 check\n"
     )
     assert servers_in_file(text) == [A, B, Endpoint("fd00::1", 80)]

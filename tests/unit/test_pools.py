@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -218,3 +219,170 @@ def test_a_batch_is_the_same_as_one_by_one(seq: list[Observation], rules: Rules)
         one_by_one, _ = step(one_by_one, [seen], 0.0, rules)
     batched, _ = step(Pool(), seq, 0.0, rules)
     assert batched == one_by_one
+
+
+@pytest.mark.parametrize(
+    ("probed_until", "forgotten_at"),
+    [(9.0, 11.0), (10.9, 11.0), (30.0, 11.0)],
+)
+def test_a_down_member_is_forgotten_from_when_it_went_down_even_while_probed(
+    probed_until: float, forgotten_at: float
+) -> None:
+    """Forgetting counts from `since` (when it went down), not from the last probe: a DOWN
+    member keeps being probed every interval, and would otherwise never be forgotten."""
+    rules = Rules(rise=1, fall=1, forget_after_seconds=10)
+    pool, _ = step(Pool(), [ok()], 0.0, rules)
+    pool, _ = step(pool, [fail()], 1.0, rules)  # down at 1.0
+    now, events = 1.0, []
+    while now < min(probed_until, forgotten_at - 0.5):
+        now += 0.5
+        pool, events = step(pool, [fail()], now, rules)
+        assert state(pool) is State.DOWN, now
+    pool, events = step(pool, [fail()], forgotten_at, rules)
+    assert state(pool) is None
+    assert [e.kind for e in events] == [EventKind.FORGOTTEN]
+
+
+@pytest.mark.parametrize(
+    ("identities", "changes"),
+    [
+        (["a", None, "b"], 1),  # the missing one keeps "a": "b" is another node
+        (["a", None, None, "a"], 0),
+        ([None, "a", None, "a"], 0),
+        (["a", "a", None, "b", None, "b"], 1),
+    ],
+)
+def test_a_missing_identity_keeps_the_known_one(identities: list[str | None], changes: int) -> None:
+    pool, kinds = run([ok(i) for i in identities], Rules(rise=1, fall=2))
+    assert sum(k.count(EventKind.IDENTITY_CHANGED) for k in kinds) == changes
+    assert pool.members[A].identity == next(i for i in reversed(identities) if i)
+
+
+def test_haproxy_is_only_given_members_whose_last_probe_passed() -> None:
+    """A member HAProxy lacks is added only after a probe in this process passed; one it
+    already serves stays while the pool serves it (falling included)."""
+    from poller import cycle
+    from poller.pools import LastProbe, Member
+
+    up, falling, restored = (Endpoint(f"10.0.0.{i}", 80) for i in (1, 2, 3))
+    never = LastProbe(float("-inf"), "restored", None, None)
+    pool = Pool(
+        {
+            up: Member(up, None, State.UP, 2, 0, 0.0, LastProbe(1.0, "ok", 1.0, 200)),
+            falling: Member(
+                falling, None, State.FALLING, 0, 1, 0.0, LastProbe(1.0, "refused", None, None)
+            ),
+            restored: Member(restored, None, State.UP, 2, 0, 0.0, never),
+        }
+    )
+    assert cycle.desired(pool, live=[]) == [up]
+    assert cycle.desired(pool, live=[falling, restored]) == [up, falling, restored]
+
+
+def _seen(healthy: bool, identity: str | None, outcome: str, ms: float | None) -> Observation:
+    return Observation(A, healthy, identity, outcome, ms, 200 if healthy else None)
+
+
+# One member's whole life, every field of the member and every event checked at each step
+# (rise 2, fall 2, forgotten 10 s after it went down): what /pool, the status page, the
+# state file and the logs show. Columns: time, observation, then the member afterwards as
+# (state, successes, failures, since, identity) or None, then the events as
+# (kind, identity, previous_identity, reason).
+LIFE = [
+    (0, _seen(True, "a", "ok", 1.5), ("rising", 1, 0, 0, "a"), [("candidate", "a", None, "")]),
+    (1, _seen(True, "a", "ok", 2.5), ("up", 2, 0, 1, "a"), [("up", "a", None, "")]),
+    (2, _seen(False, None, "timeout", None), ("falling", 0, 1, 1, "a"), []),
+    (3, _seen(True, None, "ok", 1.0), ("up", 1, 0, 1, "a"), []),  # no identity: kept
+    (4, _seen(True, "a", "ok", 1.0), ("up", 2, 0, 1, "a"), []),
+    (5, _seen(False, None, "refused", None), ("falling", 0, 1, 1, "a"), []),
+    (
+        6,
+        _seen(False, None, "refused", None),
+        ("down", 0, 2, 6, "a"),
+        [("down", "a", None, "refused")],
+    ),
+    (7, _seen(False, None, "timeout", None), ("down", 0, 3, 6, "a"), []),
+    (8, _seen(True, "a", "ok", 3.0), ("rising", 1, 0, 8, "a"), []),
+    (9, _seen(True, "a", "ok", 3.0), ("up", 2, 0, 9, "a"), [("up", "a", None, "")]),
+    (
+        10,
+        _seen(True, "b", "ok", 4.0),
+        ("rising", 1, 0, 10, "b"),
+        [
+            ("identity_changed", "b", "a", "now answered by 'b'"),
+            ("down", "a", None, "identity changed"),
+            ("candidate", "b", None, ""),
+        ],
+    ),
+    (11, _seen(False, None, "http 503", None), None, [("dropped", "b", None, "http 503")]),
+    (12, _seen(True, "c", "ok", 1.0), ("rising", 1, 0, 12, "c"), [("candidate", "c", None, "")]),
+    (13, _seen(True, "c", "ok", 1.0), ("up", 2, 0, 13, "c"), [("up", "c", None, "")]),
+    (14, _seen(False, None, "refused", None), ("falling", 0, 1, 13, "c"), []),
+    (
+        15,
+        _seen(False, None, "refused", None),
+        ("down", 0, 2, 15, "c"),
+        [("down", "c", None, "refused")],
+    ),
+    (24, _seen(False, None, "refused", None), ("down", 0, 3, 15, "c"), []),
+    (25, _seen(False, None, "refused", None), None, [("forgotten", "c", None, "")]),
+]
+
+
+def test_one_members_life_field_by_field() -> None:
+    rules = Rules(rise=2, fall=2, forget_after_seconds=10)
+    pool = Pool()
+    for now, seen, member, events in LIFE:
+        pool, got = step(pool, [seen], float(now), rules)
+        assert [(e.kind, e.identity, e.previous_identity, e.reason) for e in got] == events, now
+        assert all(e.endpoint == A and e.at == now for e in got), now
+        if member is None:
+            assert A not in pool.members, now
+            continue
+        m = pool.members[A]
+        assert (m.state, m.successes, m.failures, m.since, m.identity) == member, now
+        assert (m.last.at, m.last.outcome, m.last.latency_ms, m.last.status) == (
+            now,
+            seen.outcome,
+            seen.latency_ms,
+            seen.status,
+        ), now
+
+
+@pytest.mark.parametrize(
+    ("rise", "fall", "forget"), [(0, 1, 0.0), (1, 0, 0.0), (1, 1, -1.0), (0, 0, -1.0)]
+)
+def test_rules_refuse_zero_rise_or_fall_and_a_negative_forget_time(
+    rise: int, fall: int, forget: float
+) -> None:
+    with pytest.raises(
+        ValueError, match=r"^rise and fall must be >= 1, forget_after_seconds >= 0$"
+    ):
+        Rules(rise, fall, forget)
+
+
+def test_rules_accept_the_smallest_values() -> None:
+    rules = Rules(rise=1, fall=1, forget_after_seconds=0.0)
+    pool, _ = step(Pool(), [ok()], 0.0, rules)
+    pool, events = step(pool, [fail()], 1.0, rules)
+    assert [e.kind for e in events] == [EventKind.DOWN, EventKind.FORGOTTEN]  # forgotten at once
+    assert pool.members == {}
+
+
+def test_rise_one_from_down_is_up_at_once_and_a_late_identity_is_learned_anywhere() -> None:
+    """With rise 1, a DOWN member answering again is UP in the same step, since then; an
+    identity first reported while falling or down is kept."""
+    rules = Rules(rise=1, fall=2, forget_after_seconds=100)
+    pool, _ = step(Pool(), [ok(None)], 0.0, rules)
+    pool, _ = step(pool, [fail()], 1.0, rules)  # falling
+    pool, _ = step(pool, [ok("a")], 2.0, rules)  # learned while falling
+    assert (pool.members[A].state, pool.members[A].identity) == (State.UP, "a")
+    pool, _ = step(pool, [fail(), fail()], 3.0, rules)  # down
+    pool, events = step(pool, [ok("a")], 4.0, rules)
+    member = pool.members[A]
+    assert (member.state, member.since, member.successes, member.failures) == (State.UP, 4.0, 1, 0)
+    assert [(e.kind, e.at) for e in events] == [(EventKind.UP, 4.0)]
+    unnamed, _ = step(Pool(), [ok(None)], 0.0, Rules(rise=1, fall=1))
+    unnamed, _ = step(unnamed, [fail()], 1.0, Rules(rise=1, fall=1))
+    unnamed, _ = step(unnamed, [ok("b")], 2.0, Rules(rise=1, fall=1))
+    assert unnamed.members[A].identity == "b"  # learned while down

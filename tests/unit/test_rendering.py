@@ -108,9 +108,22 @@ def test_haproxy_quote(value: str, expected: str) -> None:
     assert haproxy_quote(value) == expected
 
 
-def test_haproxy_quote_refuses_what_cannot_be_one_word() -> None:
+@pytest.mark.parametrize("value", ["it's", "two\nlines", "carriage\rreturn", "a\n'b"])
+def test_haproxy_quote_refuses_what_cannot_be_one_word(value: str) -> None:
     with pytest.raises(ValueError, match="cannot be written"):
-        haproxy_quote("it's")
+        haproxy_quote(value)
+
+
+@pytest.mark.parametrize("value", ["x\ny", "x\ry"])
+def test_a_template_variable_with_a_line_break_never_reaches_the_file(value: str) -> None:
+    """Template variables reach custom templates through `hq`: a line break in one would
+    start a new HAProxy directive."""
+    template = Template("mine.j2", "global\n    log {{ vars.target | hq }}\n")
+    settings = load_settings(None, environ={})
+    variables = context(settings.haproxy, settings.probe, [])
+    variables["vars"] = {"target": value}
+    with pytest.raises(TemplateError, match=r"mine\.j2:2: cannot render"):
+        render(template, variables)
 
 
 def test_undefined_variable_names_the_template_line(tmp_path: Path) -> None:
@@ -135,3 +148,65 @@ def test_template_vars_reach_custom_templates() -> None:
     settings = load_settings(None, environ={"POLLER_HAPROXY__TEMPLATE_VARS": "{maxconn: 500}"})
     template = Template("t.j2", "maxconn {{ vars.maxconn }}\n")
     assert render(template, context(settings.haproxy, settings.probe, [])) == "maxconn 500\n"
+
+
+EVERY_VARIABLE = """\
+{% for m in members %}{{ m.name }} {{ m.address }} {{ m.port }} {{ m.endpoint }}
+{% endfor %}backend={{ backend }} frontend={{ frontend_bind }} stats={{ stats_bind }}
+admin={{ admin_socket }} log={{ log_target }} retries={{ retries }} retry_on={{ retry_on }}
+connect={{ connect_timeout_ms }} check={{ check_timeout_ms }}
+options={{ server_options }}
+probe={{ check.method }} {{ check.path }} {{ check.headers }}
+vars={{ vars }}"""
+
+
+def test_a_custom_template_sees_every_documented_variable() -> None:
+    """The README's table of template variables, value by value (and a template that
+    does not end its last line gets the newline HAProxy needs)."""
+    settings = load_settings(
+        None,
+        environ={},
+        overrides={
+            "haproxy": {"template_vars": {"maxconn": 500}, "admin_socket": "/run/a.sock"},
+            "probe": {"headers": {"Host": "app.example"}},
+        },
+    )
+    servers = [Server("10.0.0.10", 3000), Server("fd00::1", 80)]
+    text = render(
+        Template("all.j2", EVERY_VARIABLE), context(settings.haproxy, settings.probe, servers)
+    )
+    h = settings.haproxy
+    assert text == (
+        "n_10_0_0_10_3000 10.0.0.10 3000 10.0.0.10:3000\n"
+        "n_fd00_0000_0000_0000_0000_0000_0000_0001_80 fd00::1 80 [fd00::1]:80\n"
+        f"backend=nodes frontend={h.frontend_bind} stats={h.stats_bind}\n"
+        f"admin=/run/a.sock log={h.log_target} retries={h.retries} retry_on={h.retry_on}\n"
+        f"connect={h.connect_timeout_ms} check={h.check_interval_ms}\n"
+        f"options=check inter {h.check_interval_ms}ms fastinter {h.check_fastinter_ms}ms "
+        f"fall {h.check_fall} rise {h.check_rise} pool-max-conn -1 pool-purge-delay 5s\n"
+        "probe=GET / [('Host', 'app.example')]\n"
+        "vars={'maxconn': 500}\n"
+    )
+
+
+def test_the_readme_documents_every_template_variable() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme.split("Template variables:", 1)[1].split("\n\n", 2)[1]
+    documented = {name for row in table.splitlines() for name in row.split("|")[1].split("`")[1::2]}
+    assert documented == set(context(SETTINGS.haproxy, SETTINGS.probe, []))
+
+
+def test_a_template_file_is_read_as_utf8_and_named_by_its_path(tmp_path: Path) -> None:
+    path = tmp_path / "mine.j2"
+    path.write_text("# café {{ backend }}\n", encoding="utf-8")
+    template = load_template(path)
+    assert template == Template(str(path), "# café {{ backend }}\n")
+    assert render(template, {"backend": "b"}) == "# café b\n"
+    assert load_template(None).name == "haproxy.cfg.j2"
+
+
+def test_a_filter_refusing_a_value_names_the_template_line() -> None:
+    template = Template("mine.j2", "{{ members | hq }}\n")
+    with pytest.raises(TemplateError) as caught:
+        render(template, {"members": "a\nb"})
+    assert str(caught.value).startswith("mine.j2:1: cannot render: ")

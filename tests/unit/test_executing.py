@@ -1,0 +1,198 @@
+"""The applier's orchestration, pinned with a recording fake of HAProxy's runtime API and
+master CLI: the order of the commands it sends. (What HAProxy does with them is tested
+against HAProxy itself, in tests/integration.) `haproxy -c` is `true` here: the files
+are not the point."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from poller.applying import executing
+from poller.applying.executing import Applier
+from poller.applying.planning import servers_in_file
+from poller.config import Settings, load_settings
+from poller.endpoints import Endpoint
+from poller.haproxy.servers import ServerState
+from poller.rendering import load_template
+
+A, B = Endpoint("10.0.0.1", 3000), Endpoint("10.0.0.2", 3000)
+MAINT, DRAIN = 0x01, 0x08
+
+
+class RecordingRuntime:
+    """HAProxy's runtime API as far as poller uses it, keeping a log of the commands."""
+
+    def __init__(self, *servers: tuple[Endpoint, int]) -> None:
+        self.state = {e.name: ServerState(e.name, e, 2, admin) for e, admin in servers}
+        self.calls: list[str] = []
+        self.busy: dict[str, int] = {}  # sessions per server
+        self.stuck: set[str] = set()  # refuse deletion though `show stat` says idle
+
+    async def servers(self, backend: str) -> list[ServerState]:
+        return list(self.state.values())
+
+    async def sessions(self, backend: str) -> dict[str, int]:
+        self.calls.append("show stat")
+        return dict(self.busy)
+
+    async def add_ready_server(self, backend: str, name: str, endpoint: str, options: str) -> None:
+        self.calls.append(f"add {name} ready")
+        self.state[name] = ServerState(name, Endpoint.parse(endpoint), 2, 0)
+
+    async def enable_health(self, backend: str, name: str) -> None:
+        self.calls.append(f"enable health {name}")
+
+    async def set_state(self, backend: str, name: str, state: str) -> None:
+        self.calls.append(f"state {state} {name}")
+        flags = {"ready": 0, "drain": DRAIN, "maint": MAINT}[state]
+        self.state[name] = ServerState(name, self.state[name].endpoint, 2, flags)
+
+    async def shutdown_sessions(self, backend: str, name: str) -> None:
+        self.calls.append(f"shutdown sessions {name}")
+        self.busy.pop(name, None)
+        self.stuck.discard(name)
+
+    async def del_server(self, backend: str, name: str) -> str:
+        self.calls.append(f"del {name}")
+        if self.busy.get(name) or name in self.stuck:
+            return "Server still has connections attached to it, cannot remove it."
+        del self.state[name]
+        return "Server deleted."
+
+
+class RecordingMaster:
+    def __init__(self) -> None:
+        self.reloads = 0
+
+    async def reload(self, deadline_seconds: float) -> None:
+        self.reloads += 1
+
+
+def applier(
+    tmp_path: Path, runtime: RecordingRuntime, *live: Endpoint, drain_timeout: float = 5.0
+) -> Applier:
+    settings: Settings = load_settings(
+        None,
+        environ={},
+        overrides={
+            "haproxy": {
+                "binary": "true",
+                "config_path": str(tmp_path / "haproxy.cfg"),
+                "drain_timeout_seconds": drain_timeout,
+            },
+            "state": {"path": str(tmp_path / "state.json")},
+        },
+    )
+    made = Applier(settings, load_template(None))
+    made.runtime = runtime  # type: ignore[assignment]
+    made.master = RecordingMaster()  # type: ignore[assignment]
+    made.config_path.write_text(made.render(live))
+    return made
+
+
+def test_a_replacement_is_added_and_ready_before_the_old_one_is_drained(tmp_path: Path) -> None:
+    runtime = RecordingRuntime((A, 0))
+    made = applier(tmp_path, runtime, A)
+    result = asyncio.run(made.apply([B], list(runtime.state.values())))
+    assert result.ok, result.error
+    assert (result.method, result.added, result.removed) == ("runtime", [B.name], [A.name])
+    assert runtime.calls == [
+        f"add {B.name} ready",  # capacity first
+        f"state drain {A.name}",
+        "show stat",  # no sessions left: no waiting
+        f"state maint {A.name}",
+        f"del {A.name}",
+    ]
+    assert servers_in_file(made.config_path.read_text()) == [B]  # the file follows
+    assert made.master.reloads == 0  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("admin", [MAINT, DRAIN])
+def test_a_server_put_aside_behind_our_back_is_put_back_at_runtime(
+    tmp_path: Path, admin: int
+) -> None:
+    """The file is already right; only HAProxy disagrees: the runtime API, no reload."""
+    runtime = RecordingRuntime((A, admin))
+    made = applier(tmp_path, runtime, A)
+    result = asyncio.run(made.apply([A], list(runtime.state.values())))
+    assert result.ok, result.error
+    assert result.method == "runtime"
+    assert runtime.calls == [f"enable health {A.name}", f"state ready {A.name}"]
+    assert made.master.reloads == 0  # type: ignore[attr-defined]
+
+
+def test_nothing_is_sent_when_haproxy_and_the_file_agree(tmp_path: Path) -> None:
+    runtime = RecordingRuntime((A, 0))
+    made = applier(tmp_path, runtime, A)
+    result = asyncio.run(made.apply([A], list(runtime.state.values())))
+    assert (result.ok, result.method) == (True, "none")
+    assert runtime.calls == []
+
+
+def test_sessions_left_after_the_drain_timeout_are_ended_before_the_delete(
+    tmp_path: Path,
+) -> None:
+    """A member that stopped answering (a partition) holds its sessions until HAProxy's
+    `timeout server`; HAProxy refuses to delete a server with sessions. So: drain, wait
+    out the drain timeout, maintenance, end the sessions, delete; no reload."""
+    runtime = RecordingRuntime((A, 0), (B, 0))
+    runtime.busy = {A.name: 3}
+    made = applier(tmp_path, runtime, A, B, drain_timeout=0.05)
+    result = asyncio.run(made.apply([B], list(runtime.state.values())))
+    assert result.ok, result.error
+    assert (result.method, result.removed) == ("runtime", [A.name])
+    calls = [c for i, c in enumerate(runtime.calls) if c != "show stat" or i == 1]
+    assert calls == [
+        f"state drain {A.name}",
+        "show stat",  # polled until the drain timeout
+        f"state maint {A.name}",
+        f"shutdown sessions {A.name}",
+        f"del {A.name}",
+    ]
+    assert runtime.calls.count("show stat") >= 2
+    assert made.master.reloads == 0  # type: ignore[attr-defined]
+
+
+def test_streams_still_attached_after_a_clean_drain_are_ended_halfway_to_the_deadline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HAProxy also refuses a server that streams came to after the drain (connects being
+    retried, a queue); poller retries, then ends them and deletes: still no reload."""
+    monkeypatch.setattr(executing, "DEL_RETRY_SECONDS", 0.2)
+    runtime = RecordingRuntime((A, 0), (B, 0))
+    runtime.stuck = {A.name}
+    made = applier(tmp_path, runtime, A, B)
+    result = asyncio.run(made.apply([B], list(runtime.state.values())))
+    assert result.ok, result.error
+    calls = [c for i, c in enumerate(runtime.calls) if i == 0 or c != runtime.calls[i - 1]]
+    assert calls == [
+        f"state drain {A.name}",
+        "show stat",
+        f"state maint {A.name}",
+        f"del {A.name}",  # refused, retried until halfway
+        f"shutdown sessions {A.name}",
+        f"del {A.name}",
+    ]
+    assert made.master.reloads == 0  # type: ignore[attr-defined]
+
+
+def test_a_server_haproxy_keeps_refusing_falls_back_to_a_reload(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(executing, "DEL_RETRY_SECONDS", 0.1)
+
+    class Refusing(RecordingRuntime):
+        async def del_server(self, backend: str, name: str) -> str:
+            self.calls.append(f"del {name}")
+            return "Server still has connections attached to it, cannot remove it."
+
+    runtime = Refusing((A, 0), (B, 0))
+    made = applier(tmp_path, runtime, A, B)
+    result = asyncio.run(made.apply([B], list(runtime.state.values())))
+    assert result.ok, result.error
+    assert result.method == "reload"
+    assert result.reason.startswith(f"HAProxy refused to delete nodes/{A.name}: Server still")
+    assert made.master.reloads == 1  # type: ignore[attr-defined]
