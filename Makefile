@@ -75,12 +75,14 @@ bench: venv               ## the benchmarks (minutes); results in docs/BENCHMARK
 	scripts/in-private-netns $(PY) -m bench.scan
 	scripts/in-private-netns $(PY) -m bench.churn
 	scripts/in-private-netns $(PY) -m bench.status
+	scripts/in-private-netns $(PY) -m bench.slowstart
 	@if [ "$$(id -u)" -eq 0 ]; then \
 	   scripts/in-private-netns $(PY) -m bench.lab && \
 	   scripts/in-private-netns $(PY) -m bench.discovery && \
+	   scripts/in-private-netns $(PY) -m bench.services && \
 	   scripts/in-private-netns $(PY) -m bench.footprint && \
 	   $(PY) -m bench.engine; \
-	 else echo "bench/lab.py, discovery.py, footprint.py, engine.py need root (namespaces): sudo make bench"; fi
+	 else echo "bench/lab.py, discovery.py, services.py, footprint.py, engine.py need root (namespaces): sudo make bench"; fi
 
 clean:                    ## remove the venv and the tools' caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -31,20 +31,28 @@ FAILED_BATCH_PAUSE_SECONDS = 1.0
 
 
 class Checker:
+    """The checks of one service's members (with that service's probe)."""
+
     def __init__(
         self,
         tracker: Tracker,
+        service: str,
         prober: Callable[[], Prober],
         metrics: Metrics,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.tracker = tracker
+        self.service = service
         self.prober = prober
         self.metrics = metrics
         self.clock = clock
         self.busy: set[Endpoint] = set()
         self.wake = asyncio.Event()
-        tracker.on_members_change.append(self.wake.set)
+        tracker.on_members_change.append(self._changed)
+
+    def _changed(self, service: str) -> None:
+        if service == self.service:
+            self.wake.set()
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as batches:
@@ -52,19 +60,20 @@ class Checker:
                 self.wake.clear()
                 settings = self.tracker.settings
                 now = self.clock()
-                members = cycle.due(self.tracker.pool, settings, now, self.busy)
+                pool = self.tracker.pools[self.service]
+                members = cycle.due(pool, settings, now, self.busy)
                 if members:
                     self.busy.update(members)
                     batches.create_task(self._batch(members))
-                wake_at = cycle.next_due(self.tracker.pool, settings, self.busy)
+                wake_at = cycle.next_due(pool, settings, self.busy)
                 delay = None if wake_at is None else max(0.0, wake_at - self.clock())
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), delay)
 
     async def _batch(self, members: list[Endpoint]) -> None:
         try:
-            found = await self.prober().checks(members)
-            self.tracker.checked(found, members)
+            found = await self.prober().checks(members, self.service)
+            self.tracker.checked(self.service, found, members)
         except Exception:
             # A bug, not a node's doing (probes never raise for what a node does): say so
             # loudly and keep checking; the members are due again at their pace.

@@ -155,9 +155,10 @@ def _build_parser() -> argparse.ArgumentParser:
         "--member",
         action="append",
         default=[],
-        metavar="IP:PORT",
-        help="a server of the rendered backend ([IPv6]:PORT for IPv6); repeatable; "
-        "none: an empty backend, which answers 503",
+        metavar="[SERVICE=]IP:PORT",
+        help="a server of the rendered backend ([IPv6]:PORT for IPv6; with several services, "
+        "SERVICE= names whose, else the first's); repeatable; none: an empty backend, "
+        "which answers 503",
     )
     render.add_argument("--output", type=Path, metavar="FILE", help="write it here, atomically")
     render.add_argument(
@@ -203,13 +204,15 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 
 def _scan(args: argparse.Namespace, settings: Settings) -> int:
-    resolved = resolve(settings.discovery)
+    resolved = resolve(settings.discovery, settings.ports())
 
     # A person watching a terminal sees how far a long sweep has come; a pipe sees nothing.
     live = sys.stderr.isatty() and not args.quiet and not (args.json and not sys.stdout.isatty())
 
     async def sweep() -> Sweep:
-        async with Prober(settings.probe, settings.discovery.concurrency) as prober:
+        services = settings.service_list()
+        concurrency = settings.discovery.concurrency
+        async with Prober(settings.probe, concurrency, services=services) as prober:
             if not live:
                 return await discover(resolved, prober, keep_all=args.all)
             progress = Progress(resolved.plan.count, time.monotonic())
@@ -224,35 +227,53 @@ def _scan(args: argparse.Namespace, settings: Settings) -> int:
     if found.failure is not None:
         raise SweepError(f"sweep failed, its results mean nothing: {found.failure}")
     if args.render:
-        _emit_config(settings, [r.endpoint for r in found.healthy], args.output)
+        backends = {s.name: s.backend for s in settings.service_list()}
+        servers: dict[str, list[Endpoint]] = {}
+        for result in found.healthy:
+            servers.setdefault(backends[result.service], []).append(result.endpoint)
+        _emit_config(settings, servers, args.output)
         print(summary_line(resolved, found), file=sys.stderr)
     elif args.json:
         sys.stdout.write(json.dumps(scan_json(resolved, found), indent=2) + "\n")
     else:
-        sys.stdout.write(scan_table(resolved, found))
+        several = len(settings.service_list()) > 1
+        sys.stdout.write(scan_table(resolved, found, several))
     return EXIT_OK
 
 
-def _emit_config(settings: Settings, servers: list[Endpoint], output: Path | None) -> None:
+def _emit_config(
+    settings: Settings, servers: dict[str, list[Endpoint]], output: Path | None
+) -> None:
     from poller.rendering import context, load_template, render
 
     template = load_template(settings.haproxy.template)
-    text = render(template, context(settings.haproxy, settings.probe, servers))
+    text = render(template, context(settings, servers))
     if output is None:
         sys.stdout.write(text)
     else:
         write_atomic(output, text.encode())
 
 
-def _parse_member(text: str) -> Endpoint:
-    try:
-        return Endpoint.parse(text)
-    except ValueError as exc:
-        raise ConfigError(f"command line (--member {text!r})", str(exc)) from None
+def _parse_members(settings: Settings, texts: list[str]) -> dict[str, list[Endpoint]]:
+    """`--member [SERVICE=]IP:PORT` values, by backend."""
+    services = settings.service_list()
+    backends = {s.name: s.backend for s in services}
+    found: dict[str, list[Endpoint]] = {}
+    for text in texts:
+        name, _, address = text.rpartition("=")
+        if name and name not in backends:
+            known = ", ".join(backends)
+            raise ConfigError(f"command line (--member {text!r})", f"no service {name!r} ({known})")
+        try:
+            endpoint = Endpoint.parse(address)
+        except ValueError as exc:
+            raise ConfigError(f"command line (--member {text!r})", str(exc)) from None
+        found.setdefault(backends[name or services[0].name], []).append(endpoint)
+    return found
 
 
 def _render(args: argparse.Namespace, settings: Settings) -> int:
-    servers = [_parse_member(text) for text in args.member]
+    servers = _parse_members(settings, args.member)
     if args.keep_valid and _still_valid(settings, args.output):
         log.info("kept the existing config: haproxy -c accepts it", extra=_path(args.output))
         return EXIT_OK
@@ -298,7 +319,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _check_config(args: argparse.Namespace, settings: Settings) -> int:
-    resolved = resolve(settings.discovery)
+    resolved = resolve(settings.discovery, settings.ports())
     if args.json:
         sys.stdout.write(settings.model_dump_json(indent=2) + "\n")
     else:

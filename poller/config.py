@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -395,6 +396,13 @@ class HAProxySettings(_Section):
     )
     check_fall: int = Field(default=2, ge=1, description="HAProxy's own check: `fall`.")
     check_rise: int = Field(default=1, ge=1, description="HAProxy's own check: `rise`.")
+    slowstart_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        le=3600,
+        description="Servers get HAProxy's `slowstart`: a new member's weight ramps up over "
+        "this long instead of taking its full share at once; unset: off.",
+    )
     socket_timeout_seconds: float = Field(
         default=2.0, gt=0, description="Deadline for one runtime or master CLI command."
     )
@@ -460,6 +468,146 @@ class StateSettings(_Section):
     )
 
 
+_SERVICE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+_HOST_NAME = re.compile(
+    r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$"
+)
+
+
+class ServiceProbeSettings(_Section):
+    """A service's own probe: each key set here replaces the top-level `probe`'s."""
+
+    method: Literal["GET", "HEAD"] | None = Field(default=None, description="As `probe.method`.")
+    path: str | None = Field(default=None, description="As `probe.path`.")
+    expect_status: StatusRanges | None = Field(
+        default=None, description="As `probe.expect_status`."
+    )
+    expect_body: str | None = Field(
+        default=None, min_length=1, description="As `probe.expect_body`."
+    )
+    headers: Mapping[str, str] | None = Field(default=None, description="As `probe.headers`.")
+    identity: IdentitySettings | None = Field(default=None, description="As `probe.identity`.")
+
+    @field_validator("expect_status", mode="before")
+    @classmethod
+    def _parse_status(cls, value: Any) -> StatusRanges | None:
+        if value is None or (isinstance(value, tuple) and all(isinstance(r, tuple) for r in value)):
+            return value
+        return parse_status_ranges(value)
+
+
+class RouteSettings(_Section):
+    """Which requests HAProxy sends to a service: all that match (host and path prefix
+    together when both are set), or, for the default service, all the others."""
+
+    host: tuple[str, ...] = Field(
+        default=(), description="Host names (the Host header without its port)."
+    )
+    path_prefix: str | None = Field(
+        default=None, description="Paths starting with this (HAProxy's `path_beg`)."
+    )
+    default: bool = Field(default=False, description="Requests no other service takes.")
+
+    @field_validator("host", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        return _as_list(value)
+
+    @field_validator("host")
+    @classmethod
+    def _check_hosts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for host in value:
+            if not _HOST_NAME.match(host) or len(host) > 253:
+                raise ValueError(f"{host!r} is not a host name")
+        return tuple(host.lower() for host in value)
+
+    @field_validator("path_prefix")
+    @classmethod
+    def _check_prefix(cls, value: str | None) -> str | None:
+        if value is not None and not _PATH.match(value):
+            raise ValueError(f"{value!r} must start with / and contain no spaces or controls")
+        return value
+
+    @property
+    def matches(self) -> bool:
+        return bool(self.host) or self.path_prefix is not None
+
+
+class ServiceSettings(_Section):
+    """One web app on the network: its ports, how it is probed, its HAProxy backend and
+    which requests reach it."""
+
+    name: str = Field(
+        description="Lower-case letters, digits, - and _ (at most 32): it names the service "
+        "in logs, metrics, /pool and `poller scan`."
+    )
+    ports: tuple[Annotated[int, Field(ge=1, le=65535)], ...] = Field(
+        min_length=1, description="Ports the service's nodes listen on."
+    )
+    backend: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_.:-]+$",
+        description="The HAProxy backend the service owns; unset: its name.",
+    )
+    probe: ServiceProbeSettings = Field(
+        default_factory=ServiceProbeSettings,
+        description="Overrides of the top-level `probe` for this service.",
+    )
+    route: RouteSettings = Field(
+        default_factory=RouteSettings, description="`host`, `path_prefix`, `default`."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not _SERVICE_NAME.match(value):
+            raise ValueError(
+                f"{value!r} is not a service name (lower-case letters, digits, - and _, "
+                "starting with a letter, at most 32)"
+            )
+        return value
+
+    @field_validator("ports", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        return _as_list(value)
+
+    @field_validator("ports")
+    @classmethod
+    def _check_ports(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"ports repeat: {list(value)}")
+        return value
+
+
+@dataclass(frozen=True)
+class Service:
+    """A service as the daemon uses it: every default filled in."""
+
+    name: str
+    ports: tuple[int, ...]
+    probe: ProbeSettings
+    backend: str
+    hosts: tuple[str, ...] = ()
+    path_prefix: str | None = None
+    default: bool = True
+
+    @property
+    def probe_key(self) -> tuple[Any, ...]:
+        """What a node sees of the probe and what makes it pass: two services on one
+        port with the same key could never be told apart."""
+        p = self.probe
+        identity = None if p.identity is None else (p.identity.json_field, p.identity.header)
+        return (
+            p.method,
+            p.path,
+            tuple(p.headers.items()),
+            p.expect_status,
+            p.expect_body,
+            identity,
+        )
+
+
 class Settings(_Section):
     """The whole configuration."""
 
@@ -470,6 +618,81 @@ class Settings(_Section):
     haproxy: HAProxySettings = Field(default_factory=HAProxySettings)
     status: StatusSettings = Field(default_factory=StatusSettings)
     state: StateSettings = Field(default_factory=StateSettings)
+    services: tuple[ServiceSettings, ...] = Field(
+        default=(),
+        description="Several web apps behind one HAProxy, from one sweep; unset: one, "
+        "made of `discovery.ports`, `probe` and `haproxy.backend`.",
+    )
+
+    def service_list(self) -> tuple[Service, ...]:
+        """The services, defaults filled in; without `services:`, the one the top-level
+        settings describe."""
+        if not self.services:
+            return (Service("default", self.discovery.ports, self.probe, self.haproxy.backend),)
+        found = []
+        for item in self.services:
+            overrides = item.probe.model_dump(exclude_none=True)
+            probe = ProbeSettings.model_validate({**self.probe.model_dump(), **overrides})
+            route = item.route
+            found.append(
+                Service(
+                    item.name,
+                    item.ports,
+                    probe,
+                    item.backend or item.name,
+                    route.host,
+                    route.path_prefix,
+                    route.default or (len(self.services) == 1 and not route.matches),
+                )
+            )
+        return tuple(found)
+
+    def ports(self) -> tuple[int, ...]:
+        """Every port a sweep asks: the services' together."""
+        return tuple(sorted({port for service in self.service_list() for port in service.ports}))
+
+    @model_validator(mode="after")
+    def _services_apart(self) -> Settings:
+        if not self.services:
+            return self
+        for key in ("ports",):
+            if key in self.discovery.model_fields_set:
+                raise ValueError(
+                    f"discovery.{key} is not used with services: give each service its ports"
+                )
+        if "backend" in self.haproxy.model_fields_set:
+            raise ValueError(
+                "haproxy.backend is not used with services: give each service its backend"
+            )
+        services = self.service_list()
+        label = [f"services.{i} ({s.name})" for i, s in enumerate(services)]
+        for i, service in enumerate(services):
+            for j, other in enumerate(services[:i]):
+                if service.name == other.name:
+                    raise ValueError(f"{label[j]} and services.{i}: the same name")
+                if service.backend == other.backend:
+                    raise ValueError(
+                        f"{label[j]} and {label[i]}: the same backend {service.backend!r}"
+                    )
+                shared = sorted(set(service.ports) & set(other.ports))
+                if shared and service.probe_key == other.probe_key:
+                    raise ValueError(
+                        f"{label[j]} and {label[i]} share port {shared[0]} and probe it the "
+                        "same way, so a node there would join both: give one of them another "
+                        "probe.path, probe.expect_body, probe.identity or probe.headers, or "
+                        "another port"
+                    )
+        defaults = [label[i] for i, s in enumerate(services) if s.default]
+        if len(defaults) > 1:
+            raise ValueError(f"route.default is set by {', '.join(defaults)}: one at most")
+        if len(services) > 1:
+            for i, item in enumerate(self.services):
+                if not item.route.matches and not item.route.default:
+                    raise ValueError(
+                        f"{label[i]}: no route (set route.host, route.path_prefix or "
+                        "route.default), so no request would reach it"
+                    )
+        return self
 
     @model_validator(mode="after")
     def _intervals_ordered(self) -> Settings:
@@ -581,6 +804,8 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
             raise ConfigError(name, "expected POLLER_SECTION__KEY")
         if section not in Settings.model_fields:
             raise ConfigError(name, f"unknown section {section!r} (known: {_known(Settings)})")
+        if section == "services":
+            raise ConfigError(name, "services are a list: set them in the YAML file")
         try:
             value = yaml.safe_load(environ[name])
         except yaml.YAMLError as exc:
@@ -627,6 +852,8 @@ def _config_error(
 def _model_at(loc: tuple[str, ...]) -> type[BaseModel] | None:
     model: type[BaseModel] = Settings
     for part in loc:
+        if part.isdigit():
+            continue  # an item of a list (services.1): the same model
         field = model.model_fields.get(part)
         annotation = field.annotation if field else None
         candidates = [annotation, *getattr(annotation, "__args__", ())]

@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from poller.endpoints import Endpoint
 from poller.metrics import Metrics
 from poller.probing import Prober
 from poller.results import Progress, Sweep
@@ -94,11 +95,10 @@ class Discoverer:
         """The likely addresses, as a discovery of its own (same pacer, same links)."""
         discovery = self.discovery()
         settings = discovery.settings
-        pool = self.tracker.pool
         addresses = likely_addresses(
             discovery.plan,
             discovery.subnets,
-            [e.address for e in pool.members],
+            self.tracker.addresses(),
             list(self.tracker.vacated),
             settings.hot_per_subnet,
             settings.hot_max_targets,
@@ -110,7 +110,7 @@ class Discoverer:
         far it has come (a first connect sweep of a /16 takes minutes)."""
         discovery = self.discovery() if kind == FULL else self.hot_plan()
         progress = Progress(discovery.plan.count, self.clock())
-        known = frozenset(self.tracker.pool.members)
+        known = self.known()
         async with asyncio.TaskGroup() as group:
             reporter = group.create_task(self._report(progress))
             try:
@@ -135,6 +135,18 @@ class Discoverer:
                     }
                 },
             )
+
+    def known(self) -> frozenset[Endpoint]:
+        """Endpoints a sweep can skip: members of every service that asks their port
+        (their own checks cover them); one a service does not know yet is asked again."""
+        prober = self.prober()
+        pools = self.tracker.pools
+        every = {e for pool in pools.values() for e in pool.members}
+        return frozenset(
+            e
+            for e in every
+            if all(e in pools[name].members for name, _ in prober.asks(e.port) if name in pools)
+        )
 
     def _interval(self, kind: str) -> float:
         settings = self.discovery().settings

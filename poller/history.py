@@ -24,31 +24,35 @@ SHOWN_EVENTS = frozenset(
 )
 
 
+Key = tuple[str, Endpoint]  # (service, endpoint): a member
+
+
 class History:
     def __init__(self) -> None:
-        self.latencies: dict[Endpoint, deque[float | None]] = {}
+        self.latencies: dict[Key, deque[float | None]] = {}
         self.events: deque[dict[str, Any]] = deque(maxlen=EVENTS)
         self.changes: deque[dict[str, Any]] = deque(maxlen=CHANGES)
         self.last_sweep: dict[str, Any] | None = None  # the last full sweep
         self.last_hot_sweep: dict[str, Any] | None = None
 
-    def probe(self, key: Endpoint, latency_ms: float | None) -> None:
+    def probe(self, key: Key, latency_ms: float | None) -> None:
         """One probe of a member: its latency, or None when it failed."""
         ring = self.latencies.setdefault(key, deque(maxlen=LATENCIES_PER_MEMBER))
         ring.append(latency_ms)
 
-    def keep_only(self, keys: Iterable[Endpoint]) -> None:
+    def keep_only(self, keys: Iterable[Key]) -> None:
         present = set(keys)
         for key in [k for k in self.latencies if k not in present]:
             del self.latencies[key]
 
-    def member_events(self, events: Iterable[Event], wall_now: float) -> None:
+    def member_events(self, service: str, events: Iterable[Event], wall_now: float) -> None:
         for event in events:
             if event.kind in SHOWN_EVENTS:
                 self.events.appendleft(
                     {
                         "at": wall_now,
                         "kind": str(event.kind),
+                        "service": service,
                         "member": str(event.endpoint),
                         "identity": event.identity,
                         "previous_identity": event.previous_identity,
@@ -56,12 +60,20 @@ class History:
                     }
                 )
 
-    def note(self, kind: str, wall_now: float, reason: str, members: list[str]) -> None:
+    def note(
+        self,
+        kind: str,
+        wall_now: float,
+        reason: str,
+        members: list[str],
+        service: str | None = None,
+    ) -> None:
         """A daemon-level event (a guard hold or release, a clock jump)."""
         self.events.appendleft(
             {
                 "at": wall_now,
                 "kind": kind,
+                "service": service,
                 "member": ", ".join(members),
                 "identity": None,
                 "previous_identity": None,

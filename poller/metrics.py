@@ -17,7 +17,9 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
-        self.members = Gauge("poller_members", "Pool members by state.", ["state"], registry=r)
+        self.members = Gauge(
+            "poller_members", "Pool members by service and state.", ["service", "state"], registry=r
+        )
         self.sweeps = Counter(
             "poller_sweeps_total", "Sweeps by kind and result.", ["kind", "result"], registry=r
         )

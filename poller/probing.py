@@ -8,8 +8,9 @@ flight at most). Two kinds of probe, each under one hard deadline:
   known to be in use, so nothing is gained by connecting twice.
 - a discovery probe (`sweep`): a plain non-blocking TCP connect first, which tells
   refused / unreachable / silent apart cheaply (most of a subnet is empty), then, only
-  where the port is open, the HTTP request. Endpoints the pool already checks are
-  skipped: a member gets one connection per check interval from poller, not more.
+  where the port is open, the HTTP request of each service on that port (one connect,
+  however many services ask). Endpoints the pool already checks are skipped: a member
+  gets one connection per check interval from poller, not more.
 
 Redirects are never followed, at most `max_body_bytes` are read, and whatever a node
 sends is data: bounded, never interpreted beyond the checks. This module owns the
@@ -32,7 +33,7 @@ from collections.abc import AsyncIterator, Callable, Collection, Iterable
 import httpx
 
 from poller import __version__
-from poller.config import ProbeSettings
+from poller.config import ProbeSettings, Service
 from poller.endpoints import Endpoint
 from poller.pacing import NeighbourPacer, needs_pacing
 from poller.results import Outcome, ProbeResult, Progress, Sweep
@@ -70,8 +71,8 @@ def make_client(
     verify: ssl.SSLContext | bool = (
         ssl.create_default_context() if https and settings.verify_tls else False
     )
+    # The probe's own headers go with each request: each service may have its own.
     headers = {"User-Agent": f"poller/{__version__}", "Accept-Encoding": "identity"}
-    headers.update(settings.headers)
     return httpx.AsyncClient(
         follow_redirects=False,
         trust_env=False,
@@ -91,11 +92,22 @@ class Prober:
         settings: ProbeSettings,
         concurrency: int,
         transport: httpx.AsyncBaseTransport | None = None,
+        services: tuple[Service, ...] = (),
     ) -> None:
+        """`settings`: the top-level probe (scheme, TLS, deadline, body bound, shared by
+        all); `services`: whose probe asks which port (none: `settings` asks every port)."""
         self.settings = settings
+        self.services = services
         self.concurrency = _raise_fd_limit(concurrency)
         self.client = make_client(settings, self.concurrency, transport)
         self._budget = asyncio.Semaphore(self.concurrency)
+        self._by_name = {s.name: s.probe for s in services}
+
+    def asks(self, port: int) -> list[tuple[str, ProbeSettings]]:
+        """The probes an open port gets: one per service on that port."""
+        if not self.services:
+            return [("", self.settings)]
+        return [(s.name, s.probe) for s in self.services if port in s.ports]
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -106,16 +118,18 @@ class Prober:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    async def check(self, endpoint: Endpoint) -> ProbeResult:
-        """A member check: one HTTP request, within `probe.timeout_seconds`."""
+    async def check(self, endpoint: Endpoint, service: str = "") -> ProbeResult:
+        """A member check: one HTTP request with `service`'s probe (default: the
+        top-level one), within `probe.timeout_seconds`."""
+        settings = self._by_name.get(service, self.settings)
         async with self._budget:
-            return await _probe(self.client, self.settings, endpoint, preconnect=False)
+            return await _probe(self.client, settings, endpoint, service=service)
 
-    async def checks(self, endpoints: Iterable[Endpoint]) -> Sweep:
+    async def checks(self, endpoints: Iterable[Endpoint], service: str = "") -> Sweep:
         """Member checks of several endpoints at once, accounted as one sweep."""
         found = Sweep(started_at=time.time())
         started = time.perf_counter()
-        results = await asyncio.gather(*(self.check(endpoint) for endpoint in endpoints))
+        results = await asyncio.gather(*(self.check(e, service) for e in endpoints))
         for result in results:
             found.targets += 1
             found.outcomes[result.outcome] += 1
@@ -153,14 +167,17 @@ class Prober:
                 if delay > 0:
                     await asyncio.sleep(delay)
                 async with self._budget:
-                    probed = await _probe(self.client, self.settings, target, preconnect=True)
+                    probed = await _discover(self.client, self.asks(target.port), target)
             finally:
                 slots.release()
             if progress is not None:
-                progress.count(probed)
-            outcome.outcomes[probed.outcome] += 1
-            if keep_all or probed.connected or probed.outcome is Outcome.LOCAL_ERROR:
-                outcome.results.append(probed)
+                progress.count(max(probed, key=lambda r: r.healthy))
+            # A connect that failed is one outcome, however many services would have asked.
+            for each in probed if probed[0].connected else probed[:1]:
+                outcome.outcomes[each.outcome] += 1
+            for each in probed:
+                if keep_all or each.connected or each.outcome is Outcome.LOCAL_ERROR:
+                    outcome.results.append(each)
 
         async with asyncio.TaskGroup() as group:
             async for target in _each(targets):
@@ -180,7 +197,7 @@ class Prober:
                         last_start = pacer.reserve(start)
                     start = last_start
                 group.create_task(one(target, start))
-        outcome.results.sort(key=lambda r: r.endpoint)
+        outcome.results.sort(key=lambda r: (r.endpoint, r.service))
         outcome.duration_seconds = time.perf_counter() - started
         return outcome
 
@@ -202,11 +219,17 @@ def _url(settings: ProbeSettings, endpoint: Endpoint) -> str:
 
 
 async def _probe(
-    client: httpx.AsyncClient, settings: ProbeSettings, endpoint: Endpoint, preconnect: bool
+    client: httpx.AsyncClient,
+    settings: ProbeSettings,
+    endpoint: Endpoint,
+    connected: bool = False,
+    service: str = "",
+    deadline: float | None = None,
 ) -> ProbeResult:
-    """Probe one endpoint within `settings.timeout_seconds`, whatever the node does."""
+    """One HTTP request to `endpoint` by `deadline` (loop time; default: now +
+    `settings.timeout_seconds`), whatever the node does. `connected`: a connect made
+    just before succeeded (discovery)."""
     started = time.perf_counter()
-    connected = False
 
     def result(
         outcome: Outcome,
@@ -217,20 +240,39 @@ async def _probe(
         latency = round((time.perf_counter() - started) * 1000.0, 3)
         # Without a pre-connect, only the answer tells whether something listened.
         listening = connected or outcome not in _NOT_LISTENING
-        return ProbeResult(endpoint, outcome, listening, latency, status, identity, detail)
+        return ProbeResult(endpoint, outcome, listening, latency, status, identity, detail, service)
 
+    if deadline is None:
+        deadline = asyncio.get_running_loop().time() + settings.timeout_seconds
     try:
-        async with asyncio.timeout(settings.timeout_seconds):
-            if preconnect:
-                failed = await _connect(endpoint)
-                if failed is not None:
-                    # A reset during the handshake still means something listens there.
-                    connected = failed[0] is Outcome.RESET
-                    return result(failed[0], detail=failed[1])
-                connected = True
+        async with asyncio.timeout_at(deadline):
             return await _request(client, settings, endpoint, result)
     except TimeoutError:
         return result(Outcome.TIMEOUT, detail="no answer within the deadline")
+
+
+async def _discover(
+    client: httpx.AsyncClient, asks: list[tuple[str, ProbeSettings]], endpoint: Endpoint
+) -> list[ProbeResult]:
+    """A discovery probe: one bare connect, then, where the port is open, each service's
+    request; all within one deadline (`probe.timeout_seconds`, the same for all)."""
+    started = time.perf_counter()
+    deadline = asyncio.get_running_loop().time() + asks[0][1].timeout_seconds
+    try:
+        async with asyncio.timeout_at(deadline):
+            failed = await _connect(endpoint)
+    except TimeoutError:
+        failed = (Outcome.TIMEOUT, "no answer within the deadline")
+    if failed is not None:
+        latency = round((time.perf_counter() - started) * 1000.0, 3)
+        # A reset during the handshake still means something listens there.
+        listening = failed[0] is Outcome.RESET
+        return [
+            ProbeResult(endpoint, failed[0], listening, latency, detail=failed[1], service=name)
+            for name, _ in asks
+        ]
+    probes = (_probe(client, s, endpoint, True, name, deadline) for name, s in asks)
+    return list(await asyncio.gather(*probes))
 
 
 # Outcomes that say nothing listens at an endpoint (a timeout is unknown: not listening).
@@ -265,7 +307,10 @@ async def _request(
     result: Callable[..., ProbeResult],
 ) -> ProbeResult:
     try:
-        async with client.stream(settings.method, _url(settings, endpoint)) as response:
+        request = client.stream(
+            settings.method, _url(settings, endpoint), headers=dict(settings.headers)
+        )
+        async with request as response:
             body = await _read_bounded(response, settings.max_body_bytes)
     except httpx.TimeoutException:
         return result(Outcome.TIMEOUT, detail="no answer within the deadline")

@@ -53,8 +53,8 @@ class Reconciler:
         self.wall = wall
         self.changed = asyncio.Event()
         self.applying = asyncio.Lock()
-        self.guarded: Guarded | None = None
-        self.live: frozenset[Endpoint] = frozenset()
+        self.guarded: dict[str, Guarded] = {}  # by service: each has its own guard
+        self.live: dict[str, frozenset[Endpoint]] = {}  # by backend: what HAProxy serves
         self.last_change: dict[str, Any] | None = None
         self.in_step_mono: float | None = None
         self.backoff = BACKOFF_FIRST_SECONDS
@@ -120,24 +120,30 @@ class Reconciler:
             self._failed(result)
 
     async def _attempt(self) -> Result:
-        states: list[ServerState] | None
+        states: dict[str, list[ServerState]] | None
         try:
             states = await self.applier.live_servers()
-            live = frozenset(s.endpoint for s in states)
+            live = {b: frozenset(s.endpoint for s in servers) for b, servers in states.items()}
             self.metrics.haproxy_up.set(1)
         except HAProxyUnavailable:
             # What it served last; before the first answer, what its config file lists.
             states = None
-            live = self.live or frozenset(self.applier.live_file_servers())
+            file = {b: frozenset(e) for b, e in self.applier.live_file_servers().items()}
+            live = self.live or file
             self.metrics.haproxy_up.set(0)
         except HAProxyError as exc:  # it answered, but not as expected (no such backend)
             self.metrics.haproxy_up.set(1)
             return Result("runtime", error=str(exc))
-        desired = self.tracker.desired(live)
-        guarded = guard(desired, live, self.settings.guard, self.clock(), self.guarded)
-        self._report_hold(guarded.hold)
-        self.guarded = guarded
-        servers = guarded.servers
+        servers: dict[str, frozenset[Endpoint]] = {}
+        for service in self.settings.service_list():
+            have = live.get(service.backend, frozenset())
+            desired = self.tracker.desired(service.name, have)
+            previous = self.guarded.get(service.name)
+            guarded = guard(desired, have, self.settings.guard, self.clock(), previous)
+            self._report_hold(service.name, guarded.hold)
+            self.guarded[service.name] = guarded
+            servers[service.backend] = guarded.servers
+        self._gauge_holds()
         result = await self.applier.apply(servers, states)
         if result.method in ("none", "runtime", "file", "reload"):
             self.live = servers  # what HAProxy serves now, even if the file is behind
@@ -174,24 +180,36 @@ class Reconciler:
         return 3 * self.settings.haproxy.reconcile_interval_seconds
 
     @property
-    def hold(self) -> Hold | None:
-        return self.guarded.hold if self.guarded is not None else None
+    def holds(self) -> dict[str, Hold]:
+        """The services whose guard holds removals now."""
+        return {
+            name: guarded.hold for name, guarded in self.guarded.items() if guarded.hold is not None
+        }
 
-    def _report_hold(self, hold: Hold | None) -> None:
-        if hold is not None and self.hold is None:
+    def _report_hold(self, service: str, hold: Hold | None) -> None:
+        before = self.holds.get(service)
+        several = len(self.settings.service_list()) > 1
+        if hold is not None and before is None:
             self.metrics.guard_holds.inc()
             held = [str(e) for e in ordered(hold.held)]
-            self.history.note("guard_hold", self.wall(), hold.reason, held)
-            log.warning(
-                "guard holding removals", extra={"fields": {"held": held, "reason": hold.reason}}
-            )
-        elif hold is None and self.hold is not None:
-            released = [str(e) for e in ordered(self.hold.held)]
-            self.history.note("guard_release", self.wall(), "", released)
-            log.info("guard released", extra={"fields": {"held": released}})
-        self.metrics.guard_held.set(len(hold.held) if hold else 0)
-        started = self.wall() - (self.clock() - hold.since) if hold else 0
-        self.metrics.guard_hold_started.set(started)
+            fields = {"held": held, "reason": hold.reason}
+            if several:
+                fields = {"service": service, **fields}
+            self.history.note("guard_hold", self.wall(), hold.reason, held, service)
+            log.warning("guard holding removals", extra={"fields": fields})
+        elif hold is None and before is not None:
+            released = [str(e) for e in ordered(before.held)]
+            fields = {"service": service, "held": released} if several else {"held": released}
+            self.history.note("guard_release", self.wall(), "", released, service)
+            log.info("guard released", extra={"fields": fields})
+
+    def _gauge_holds(self) -> None:
+        holds = self.holds.values()
+        self.metrics.guard_held.set(sum(len(hold.held) for hold in holds))
+        since = min((hold.since for hold in holds), default=None)
+        self.metrics.guard_hold_started.set(
+            0 if since is None else self.wall() - (self.clock() - since)
+        )
 
     def _report_change(self, result: Result) -> None:
         self.metrics.changes.labels(method=result.method, result="ok").inc()

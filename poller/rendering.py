@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import re
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -19,7 +19,7 @@ from typing import Any
 
 import jinja2
 
-from poller.config import HAProxySettings, ProbeSettings
+from poller.config import HAProxySettings, ProbeSettings, Settings
 from poller.endpoints import Endpoint, ordered
 from poller.errors import TemplateError
 
@@ -41,11 +41,14 @@ def haproxy_quote(value: object) -> str:
 def server_options(settings: HAProxySettings) -> str:
     """Options of every server line, and of every runtime `add server` (dynamic servers
     inherit no default-server, so both must spell them out identically)."""
-    return (
+    options = (
         f"check inter {settings.check_interval_ms}ms fastinter {settings.check_fastinter_ms}ms "
         f"fall {settings.check_fall} rise {settings.check_rise} "
         "pool-max-conn -1 pool-purge-delay 5s"
     )
+    if settings.slowstart_seconds is not None:
+        options += f" slowstart {round(settings.slowstart_seconds * 1000)}ms"
+    return options
 
 
 @dataclass(frozen=True)
@@ -66,14 +69,32 @@ def load_template(path: Path | None) -> Template:
 
 
 def context(
-    haproxy: HAProxySettings, probe: ProbeSettings, servers: Iterable[Endpoint]
+    settings: Settings, servers: Mapping[str, Collection[Endpoint]] | Collection[Endpoint]
 ) -> dict[str, Any]:
+    """The template's variables. `servers`: per backend, or one collection for the first
+    (or only) service's backend. `members`, `backend` and `check` are the first
+    service's, so a template written for one service keeps working."""
+    haproxy = settings.haproxy
+    services = settings.service_list()
+    by_backend = servers if isinstance(servers, Mapping) else {services[0].backend: servers}
+    described = [
+        {
+            "name": service.name,
+            "backend": service.backend,
+            "members": _members(by_backend.get(service.backend, ())),
+            "hosts": list(service.hosts),
+            "path_prefix": service.path_prefix,
+            "default": service.default,
+            "check": _check(service.probe),
+        }
+        for service in services
+    ]
+    default = next((s["backend"] for s in described if s["default"]), None)
     return {
-        "members": [
-            {"name": s.name, "address": s.address, "port": s.port, "endpoint": str(s)}
-            for s in ordered(servers)
-        ],
-        "backend": haproxy.backend,
+        "services": described,
+        "default_backend": default,
+        "members": described[0]["members"],
+        "backend": described[0]["backend"],
         "frontend_bind": haproxy.frontend_bind,
         "stats_bind": haproxy.stats_bind,
         "admin_socket": str(haproxy.admin_socket),
@@ -83,13 +104,20 @@ def context(
         "connect_timeout_ms": haproxy.connect_timeout_ms,
         "check_timeout_ms": haproxy.check_interval_ms,
         "server_options": server_options(haproxy),
-        "check": {
-            "method": probe.method,
-            "path": probe.path,
-            "headers": sorted(probe.headers.items()),
-        },
+        "check": described[0]["check"],
         "vars": dict(haproxy.template_vars),
     }
+
+
+def _members(servers: Collection[Endpoint]) -> list[dict[str, Any]]:
+    return [
+        {"name": s.name, "address": s.address, "port": s.port, "endpoint": str(s)}
+        for s in ordered(servers)
+    ]
+
+
+def _check(probe: ProbeSettings) -> dict[str, Any]:
+    return {"method": probe.method, "path": probe.path, "headers": sorted(probe.headers.items())}
 
 
 _ENVIRONMENT = jinja2.Environment(

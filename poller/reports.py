@@ -24,6 +24,7 @@ def safe_text(text: str | None, limit: int = _TABLE_IDENTITY_CHARS) -> str:
 
 def result_dict(result: ProbeResult) -> dict[str, Any]:
     return {
+        "service": result.service,
         "address": result.endpoint.address,
         "port": result.endpoint.port,
         "healthy": result.healthy,
@@ -57,10 +58,12 @@ def summary_line(discovery: Discovery, found: Sweep) -> str:
     )
 
 
-def scan_table(discovery: Discovery, found: Sweep) -> str:
-    header = ("ADDRESS", "PORT", "RESULT", "STATUS", "LATENCY_MS", "IDENTITY")
+def scan_table(discovery: Discovery, found: Sweep, several: bool = False) -> str:
+    """The results, one line each; a SERVICE column when `several` services asked."""
+    header: tuple[str, ...] = ("ADDRESS", "PORT", "RESULT", "STATUS", "LATENCY_MS", "IDENTITY")
     rows = [
         (
+            *((r.service,) if several else ()),
             r.endpoint.address,
             str(r.endpoint.port),
             str(r.outcome),
@@ -70,6 +73,8 @@ def scan_table(discovery: Discovery, found: Sweep) -> str:
         )
         for r in found.results
     ]
+    if several:
+        header = ("SERVICE", *header)
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     lines = [
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()

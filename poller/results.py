@@ -39,6 +39,7 @@ class ProbeResult:
     status: int | None = None
     identity: str | None = None
     detail: str = ""
+    service: str = ""  # whose probe this was (Service.name); "" outside the daemon
 
     @property
     def healthy(self) -> bool:

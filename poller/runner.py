@@ -29,7 +29,6 @@ from poller.discovering import Discoverer
 from poller.errors import ConfigError, DaemonFailed, PollerError
 from poller.history import History
 from poller.metrics import Metrics
-from poller.pools import Pool
 from poller.probing import Prober
 from poller.reconciling import Reconciler
 from poller.rendering import load_template
@@ -55,13 +54,14 @@ class Daemon:
         self.reload_settings = reload_settings
         self.metrics = metrics or Metrics()
         self.history = History()
-        self.discovery: Discovery = resolve(settings.discovery)
-        self.prober = Prober(settings.probe, settings.discovery.concurrency)
+        self.discovery: Discovery = resolve(settings.discovery, settings.ports())
+        self.prober = _prober(settings)
         self.applier = Applier(settings, load_template(settings.haproxy.template))
+        names = [service.name for service in settings.service_list()]
         self.tracker = Tracker(
-            Pool(), settings.pool, settings.state.path, self.metrics, self.history
+            names, settings.pool, settings.state.path, self.metrics, self.history
         )
-        self.checker = Checker(self.tracker, lambda: self.prober, self.metrics)
+        self.checkers = [Checker(self.tracker, n, lambda: self.prober, self.metrics) for n in names]
         self.discoverer = Discoverer(
             self.tracker, lambda: self.discovery, lambda: self.prober, self.metrics
         )
@@ -81,24 +81,25 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self.hup.set)
-        self.tracker.pool = await restore(self.settings, self.applier)
+        self.tracker.pools = await restore(self.settings, self.applier)
         self.tracker.gauge_members()
         if self.settings.status.enabled:
             await self._serve_status()
         self.schedule.start(self.settings)
         self._export_settings()
         tasks = {
-            self._task("checker", self.checker.run()),
+            *(self._task(f"checker {c.service}", c.run()) for c in self.checkers),
             self._task("discoverer", self.discoverer.run()),
             self._task("reconciler", self.reconciler.run()),
             self._task(
                 "clock", clocks.watch(self.metrics, self.history, self.schedule.all_due_now)
             ),
         }
-        members = len(self.tracker.pool.members)
-        log.info(
-            "poller running", extra={"fields": {**self.discovery.summary(), "members": members}}
-        )
+        members = len(self.tracker.members())
+        fields = {**self.discovery.summary(), "members": members}
+        if len(self.checkers) > 1:
+            fields["services"] = self.tracker.services
+        log.info("poller running", extra={"fields": fields})
         self.reconciler.changed.set()
         try:
             await self._supervise(tasks)
@@ -164,7 +165,11 @@ class Daemon:
         try:
             settings = self.reload_settings()
             template = load_template(settings.haproxy.template)
-            discovery = resolve(settings.discovery)
+            discovery = resolve(settings.discovery, settings.ports())
+            if _shape(settings) != _shape(self.settings):
+                raise ConfigError(
+                    "services", "names or backends changed: restart poller to apply that"
+                )
         except PollerError as exc:
             log.error(
                 "new configuration rejected; keeping the old one",
@@ -173,14 +178,15 @@ class Daemon:
             return
         old = self.prober
         self.settings, self.discovery = settings, discovery
-        self.prober = Prober(settings.probe, settings.discovery.concurrency)
+        self.prober = _prober(settings)
         self.applier.configure(settings, template)
         self.tracker.configure(settings.pool, settings.state.path)
         self.reconciler.settings = settings
         self.schedule.configure(settings)
         self._export_settings()
         log.info("configuration reloaded", extra={"fields": {"targets": discovery.plan.count}})
-        self.checker.wake.set()
+        for checker in self.checkers:
+            checker.wake.set()
         self.reconciler.changed.set()
         # Probes under way still use the old client: close it once they are over.
         await asyncio.sleep(old.settings.timeout_seconds)
@@ -195,11 +201,13 @@ class Daemon:
         )
 
     def snapshot(self) -> views.Snapshot:
-        hold = self.reconciler.hold
+        holds = self.reconciler.holds
+        backends = {s.name: s.backend for s in self.settings.service_list()}
+        live = self.reconciler.live
         return views.Snapshot(
             mono=time.monotonic(),
             wall=time.time(),
-            members=list(self.tracker.pool.members.values()),
+            members=self.tracker.members(),
             latencies=self.history.latencies,
             discovery={
                 **self.discovery.summary(),
@@ -209,9 +217,18 @@ class Daemon:
                 "last_hot_sweep": self.history.last_hot_sweep,
                 "next_sweep_at": self.schedule.next_sweep_at(),
             },
-            held=hold.held if hold else frozenset(),
-            hold_reason=hold.reason if hold else None,
-            live=self.reconciler.live,
+            held=frozenset((n, e) for n, hold in holds.items() for e in hold.held),
+            hold_reason="; ".join(
+                f"{n}: {h.reason}" if len(backends) > 1 else h.reason for n, h in holds.items()
+            )
+            or None,
+            live=frozenset(
+                (n, e) for n, backend in backends.items() for e in live.get(backend, ())
+            ),
+            services=[
+                {"name": s.name, "backend": s.backend, "ports": list(s.ports)}
+                for s in self.settings.service_list()
+            ],
             last_change=self.reconciler.last_change,
             changes=list(self.history.changes),
             events=list(self.history.events),
@@ -223,6 +240,15 @@ class Daemon:
             started_mono=self.started_mono,
             reconcile_interval_seconds=self.settings.haproxy.reconcile_interval_seconds,
         )
+
+
+def _prober(settings: Settings) -> Prober:
+    return Prober(settings.probe, settings.discovery.concurrency, services=settings.service_list())
+
+
+def _shape(settings: Settings) -> list[tuple[str, str]]:
+    """What a SIGHUP cannot change: the services and their backends."""
+    return [(s.name, s.backend) for s in settings.service_list()]
 
 
 async def _wait(event: asyncio.Event) -> None:

@@ -1,14 +1,16 @@
 """Persisting the pool, so a restarted poller neither flaps members nor touches HAProxy.
 
-A small JSON document written atomically after each change. Timing inside the pool runs
-on the monotonic clock, which means nothing across processes, so what is stored is wall
-time, converted back on load. A corrupt or foreign file raises StateError: the caller
-reports it and starts without it.
+A small JSON document written atomically after each change: each service's members.
+Timing inside the pool runs on the monotonic clock, which means nothing across
+processes, so what is stored is wall time, converted back on load. A corrupt or foreign
+file raises StateError: the caller reports it and starts without it. A version 1 file
+(one pool, before services) is read as the first service's.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,17 +20,28 @@ from poller.endpoints import Endpoint
 from poller.errors import InstallError, StateError
 from poller.pools import LastProbe, Member, Pool, State
 
-VERSION = 1
+VERSION = 2
 
 
 @dataclass(frozen=True)
 class Saved:
-    pool: Pool
+    pools: dict[str, Pool]  # by service; services the file does not know are absent
     pending_reload: bool  # written by poller 0.x before the reload journal had its own file
 
 
-def dump(pool: Pool, mono_now: float, wall_now: float) -> bytes:
-    members = [
+def dump(pools: Mapping[str, Pool], mono_now: float, wall_now: float) -> bytes:
+    document = {
+        "version": VERSION,
+        "saved_at": round(wall_now, 3),
+        "services": {
+            name: {"members": _members(pool, mono_now, wall_now)} for name, pool in pools.items()
+        },
+    }
+    return (json.dumps(document, indent=1, sort_keys=True) + "\n").encode()
+
+
+def _members(pool: Pool, mono_now: float, wall_now: float) -> list[dict[str, Any]]:
+    return [
         {
             "address": m.endpoint.address,
             "port": m.endpoint.port,
@@ -40,36 +53,41 @@ def dump(pool: Pool, mono_now: float, wall_now: float) -> bytes:
         }
         for m in pool.all()
     ]
-    document = {
-        "version": VERSION,
-        "saved_at": round(wall_now, 3),
-        "members": members,
-    }
-    return (json.dumps(document, indent=1, sort_keys=True) + "\n").encode()
 
 
-def save(path: Path, pool: Pool, mono_now: float, wall_now: float) -> None:
+def save(path: Path, pools: Mapping[str, Pool], mono_now: float, wall_now: float) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InstallError(f"{path.parent}: cannot create the state directory: {exc}") from exc
-    files.write_atomic(path, dump(pool, mono_now, wall_now), mode=0o600)
+    files.write_atomic(path, dump(pools, mono_now, wall_now), mode=0o600)
 
 
-def load(path: Path, mono_now: float, wall_now: float) -> Saved | None:
-    """The saved pool (None when there is no file); StateError when it is unusable."""
+def load(path: Path, mono_now: float, wall_now: float, services: Sequence[str]) -> Saved | None:
+    """The saved pools of `services` (None when there is no file); StateError when it is
+    unusable."""
     raw = files.read_bytes(path)
     if raw is None:
         return None
     try:
         document = json.loads(raw)
-        if not isinstance(document, dict) or document.get("version") != VERSION:
-            raise ValueError(f"not a version {VERSION} poller state")
-        members = {}
-        for item in document["members"]:
-            member = _member(item, mono_now, wall_now)
-            members[member.endpoint] = member
-        return Saved(Pool(members), bool(document.get("pending_reload", False)))
+        if not isinstance(document, dict) or document.get("version") not in (1, VERSION):
+            raise ValueError(f"not a version 1 or {VERSION} poller state")
+        if document["version"] == 1:
+            stored = {services[0]: document} if services else {}
+        else:
+            stored = document["services"]
+            if not isinstance(stored, dict):
+                raise TypeError("services must be a mapping")
+        pools = {}
+        for name in services:
+            if name in stored:
+                members = {}
+                for item in stored[name]["members"]:
+                    member = _member(item, mono_now, wall_now)
+                    members[member.endpoint] = member
+                pools[name] = Pool(members)
+        return Saved(pools, bool(document.get("pending_reload", False)))
     except (ValueError, KeyError, TypeError) as exc:
         raise StateError(f"{path}: unusable state file ({exc}); starting without it") from exc
 

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -93,15 +93,17 @@ class Segment:
     addresses: netaddr.IPSet
 
 
-def resolve(discovery: DiscoverySettings) -> Discovery:
+def resolve(discovery: DiscoverySettings, ports: Sequence[int] | None = None) -> Discovery:
     """Turn the discovery settings into a bounded plan (reads interfaces for `auto`, and
-    for the ARP pre-sweep, which links hold the subnets and whether raw sockets work)."""
+    for the ARP pre-sweep, which links hold the subnets and whether raw sockets work).
+    `ports`: every service's (`Settings.ports()`); default: `discovery.ports`."""
     subnets, exclude = list(discovery.subnets), list(discovery.exclude)
     if subnets == ["auto"]:
         subnets, own = auto_subnets()
         exclude += own  # never probe ourselves
         log.info("subnets detected", extra={"fields": {"subnets": subnets, "own": own}})
-    plan = plan_targets(subnets, exclude, discovery.ports, discovery.max_targets)
+    ports = discovery.ports if ports is None else ports
+    plan = plan_targets(subnets, exclude, ports, discovery.max_targets)
     limits = neighbour_limits(table_limit=discovery.neighbour_table_limit)
     pacer = NeighbourPacer(limits.budget, limits.hold_seconds)
     base = Discovery(tuple(subnets), tuple(exclude), plan, limits, pacer, discovery)

@@ -23,7 +23,7 @@ from poller.endpoints import Endpoint
 from poller.errors import PollerError
 from poller.history import History
 from poller.metrics import Metrics
-from poller.pools import EventKind, Observation, Pool, Rules, State, step
+from poller.pools import EventKind, Member, Observation, Pool, Rules, State, step
 from poller.results import Sweep
 
 log = logging.getLogger("poller")
@@ -33,9 +33,11 @@ VACATED = 32
 
 
 class Tracker:
+    """The pools, one per service (`services`: their names, in config order)."""
+
     def __init__(
         self,
-        pool: Pool,
+        services: Sequence[str],
         settings: PoolSettings,
         state_path: Path,
         metrics: Metrics,
@@ -43,7 +45,7 @@ class Tracker:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
-        self.pool = pool
+        self.pools: dict[str, Pool] = {name: Pool() for name in services}
         self.settings = settings
         self.state_path = state_path
         self.metrics = metrics
@@ -56,28 +58,42 @@ class Tracker:
         # Addresses of members forgotten lately, newest first: Docker hands them out again.
         self.vacated: deque[str] = deque(maxlen=VACATED)
         self.on_serving_change: list[Callable[[], None]] = []
-        self.on_members_change: list[Callable[[], None]] = []
+        self.on_members_change: list[Callable[[str], None]] = []  # hears the service
         self.gauge_members()
 
     def configure(self, settings: PoolSettings, state_path: Path) -> None:
         self.settings = settings
         self.state_path = state_path
 
+    @property
+    def services(self) -> list[str]:
+        return list(self.pools)
+
+    def members(self) -> list[tuple[str, Member]]:
+        """Every member of every service, by service (in config order), then endpoint."""
+        return [(name, m) for name, pool in self.pools.items() for m in pool.all()]
+
+    def addresses(self) -> set[str]:
+        return {e.address for pool in self.pools.values() for e in pool.members}
+
     # -- what was seen --------------------------------------------------------------------
 
-    def checked(self, found: Sweep, asked: Collection[Endpoint]) -> None:
-        """Member checks came back."""
+    def checked(self, service: str, found: Sweep, asked: Collection[Endpoint]) -> None:
+        """Member checks of one service came back."""
         if self.account("check", found):
-            self.observe(cycle.observations(found.results, asked))
+            self.observe(service, cycle.observations(found.results, asked))
 
     def discovered(self, found: Sweep, kind: str = "discovery") -> None:
-        """A discovery sweep (full or hot) came back: healthy endpoints the pool does not
-        know are candidates."""
-        if self.account(kind, found):
-            fresh = cycle.candidates(found.results, self.pool)
+        """A discovery sweep (full or hot) came back: healthy endpoints a service's pool
+        does not know are its candidates (each result names its service)."""
+        if not self.account(kind, found):
+            return
+        for name, pool in self.pools.items():
+            mine = [r for r in found.results if r.service in (name, "")]
+            fresh = cycle.candidates(mine, pool)
             self.metrics.sweep_found.labels(kind=kind).inc(len(fresh))
             if fresh:
-                self.observe(fresh)
+                self.observe(name, fresh)
 
     def account(self, kind: str, found: Sweep) -> bool:
         """Metrics and history of a sweep; False when it failed on the poller's own side."""
@@ -106,54 +122,61 @@ class Tracker:
         self.metrics.last_success.set(self.last_success_wall)
         return True
 
-    def observe(self, observations: Sequence[Observation]) -> None:
-        before = {m.endpoint for m in self.pool.serving()}
-        known = set(self.pool.members)
+    def observe(self, service: str, observations: Sequence[Observation]) -> None:
+        pool = self.pools[service]
+        before = {m.endpoint for m in pool.serving()}
+        known = set(pool.members)
         rules = Rules(self.settings.rise, self.settings.fall, self.settings.forget_after_seconds)
-        self.pool, events = step(self.pool, observations, self.clock(), rules)
+        pool, events = step(pool, observations, self.clock(), rules)
+        self.pools[service] = pool
         for seen in observations:
-            if seen.endpoint in self.pool.members:
-                self.history.probe(seen.endpoint, seen.latency_ms if seen.healthy else None)
-        self.history.keep_only(self.pool.members)
-        self.history.member_events(events, self.wall())
+            if seen.endpoint in pool.members:
+                latency = seen.latency_ms if seen.healthy else None
+                self.history.probe((service, seen.endpoint), latency)
+        self.history.keep_only((name, e) for name, p in self.pools.items() for e in p.members)
+        self.history.member_events(service, events, self.wall())
         for event in events:
             if event.kind is EventKind.FORGOTTEN:
                 self.vacated.appendleft(event.endpoint.address)
         for event in events:
+            fields = {
+                "member": str(event.endpoint),
+                "identity": event.identity,
+                "previous_identity": event.previous_identity,
+                "reason": event.reason or None,
+            }
+            if len(self.pools) > 1:
+                fields = {"service": service, **fields}
             log.log(
                 logging.DEBUG if event.kind in QUIET_EVENTS else logging.INFO,
                 f"member {event.kind}",
-                extra={
-                    "fields": {
-                        "member": str(event.endpoint),
-                        "identity": event.identity,
-                        "previous_identity": event.previous_identity,
-                        "reason": event.reason or None,
-                    }
-                },
+                extra={"fields": fields},
             )
         self.gauge_members()
         if any(e.kind not in QUIET_EVENTS for e in events):
             self.save()
-        if set(self.pool.members) != known:
-            for notify in self.on_members_change:
-                notify()
-        if {m.endpoint for m in self.pool.serving()} != before:
+        if set(pool.members) != known:
+            for tell in self.on_members_change:
+                tell(service)
+        if {m.endpoint for m in pool.serving()} != before:
             for notify in self.on_serving_change:
                 notify()
 
     # -- the pool -------------------------------------------------------------------------
 
-    def desired(self, live: Collection[Endpoint] = ()) -> list[Endpoint]:
-        return cycle.desired(self.pool, live)
+    def desired(self, service: str, live: Collection[Endpoint] = ()) -> list[Endpoint]:
+        return cycle.desired(self.pools[service], live)
 
     def gauge_members(self) -> None:
-        counts = Counter(m.state for m in self.pool.members.values())
-        for state in State:
-            self.metrics.members.labels(state=str(state)).set(counts.get(state, 0))
+        for name, pool in self.pools.items():
+            counts = Counter(m.state for m in pool.members.values())
+            for state in State:
+                self.metrics.members.labels(service=name, state=str(state)).set(
+                    counts.get(state, 0)
+                )
 
     def save(self) -> None:
         try:
-            states.save(self.state_path, self.pool, self.clock(), self.wall())
+            states.save(self.state_path, self.pools, self.clock(), self.wall())
         except PollerError as exc:
             log.error("cannot save state", extra={"fields": {"error": str(exc)}})

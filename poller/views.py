@@ -14,9 +14,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from poller.endpoints import Endpoint, ordered
+from poller.endpoints import Endpoint
 from poller.pools import Member
 from poller.status import Response, Route, page_routes
+
+Key = tuple[str, Endpoint]  # (service, endpoint): a member
 
 # /healthz turns 503 after this many periods without a successful sweep, or without
 # HAProxy brought (or found) in step.
@@ -27,12 +29,13 @@ HEALTHY_PERIODS = 3
 class Snapshot:
     mono: float  # now, monotonic
     wall: float  # now, wall clock
-    members: Sequence[Member]
-    latencies: Mapping[Endpoint, Sequence[float | None]]
+    members: Sequence[tuple[str, Member]]  # (service, member)
+    latencies: Mapping[Key, Sequence[float | None]]
     discovery: Mapping[str, Any]  # subnets, ports, targets, method, interval_seconds, ...
-    held: frozenset[Endpoint] = frozenset()
+    held: frozenset[Key] = frozenset()
     hold_reason: str | None = None
-    live: frozenset[Endpoint] = frozenset()
+    live: frozenset[Key] = frozenset()  # what HAProxy serves, by service
+    services: Sequence[Mapping[str, Any]] = ()  # name, backend, ports
     last_change: Mapping[str, Any] | None = None
     changes: Sequence[Mapping[str, Any]] = ()
     events: Sequence[Mapping[str, Any]] = ()
@@ -49,28 +52,34 @@ class Snapshot:
 def pool(snapshot: Snapshot) -> dict[str, Any]:
     members = [
         {
+            "service": service,
             "address": m.endpoint.address,
             "port": m.endpoint.port,
             "state": str(m.state),
             "serving": m.serving,
-            "held": m.endpoint in snapshot.held,
+            "held": (service, m.endpoint) in snapshot.held,
             # Left the pool, still in HAProxy: being drained (or held by the guard).
-            "draining": not m.serving and m.endpoint in snapshot.live,
-            "latency_history": list(snapshot.latencies.get(m.endpoint, ())),
+            "draining": not m.serving and (service, m.endpoint) in snapshot.live,
+            "latency_history": list(snapshot.latencies.get((service, m.endpoint), ())),
             "identity": m.identity,
             "since": round(snapshot.wall - (snapshot.mono - m.since), 3),
             "last_result": m.last.outcome,
             "last_status": m.last.status,
             "latency_ms": m.last.latency_ms,
         }
-        for m in sorted(snapshot.members, key=lambda m: m.endpoint)
+        for service, m in sorted(snapshot.members, key=lambda pair: pair[1].endpoint)
     ]
     return {
         "members": members,
+        "services": list(snapshot.services),
         "discovery": dict(snapshot.discovery),
         "guard": {"holding": bool(snapshot.held), "reason": snapshot.hold_reason},
         "haproxy": {
-            "live": [str(e) for e in ordered(snapshot.live)],
+            "live": [f"{e}" for _, e in sorted(snapshot.live, key=lambda k: (k[1], k[0]))],
+            "live_by_service": {
+                s["name"]: [str(e) for n, e in sorted(snapshot.live) if n == s["name"]]
+                for s in snapshot.services
+            },
             "last_change": snapshot.last_change,
             "changes": list(snapshot.changes),
             "stats_port": snapshot.stats_port,

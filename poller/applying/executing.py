@@ -6,10 +6,11 @@ gets a file it rejected. The runtime path adds first (capacity first: `add serve
 the same options as the file, `enable health`, `state ready`, in one round trip), then
 puts back servers someone else put in maintenance, then removes (`state drain`, a
 bounded wait until no sessions remain, `state maint`, `del server`, retried while
-connections are attached). A server's address is never changed: names come from
-address and port. Afterwards `show servers state` must agree, or a reload runs instead.
-A reload is seamless (master-worker), confirmed from `show proc`; a failed one restores
-the last known good file, which only a confirmed success updates.
+connections are attached: idle ones closed, late streams ended). A serving server's
+address is never changed: names come from address and port. Afterwards `show servers
+state` must agree, or a reload runs instead. A reload is seamless (master-worker),
+confirmed from `show proc`; a failed one restores the last known good file, which only a
+confirmed success updates.
 
 A reload owed to HAProxy is journalled (a marker file beside the state file) before a
 file that needs it is installed, so a poller killed in between finishes the job after a
@@ -22,12 +23,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from poller import files
-from poller.applying.planning import Plan, plan, reload_instead, servers_in_file
+from poller.applying.planning import Live, Plan, Wanted, plan, reload_instead, servers_in_file
 from poller.config import Settings
 from poller.endpoints import Endpoint, ordered
 from poller.errors import HAProxyError, HAProxyUnavailable, InstallError, PollerError, ReloadFailed
@@ -39,7 +40,11 @@ from poller.rendering import Template, context, render, server_options
 
 log = logging.getLogger(__name__)
 
-DEL_RETRY_SECONDS = 2.0
+# How long `del server` is retried while HAProxy says connections are attached, before
+# a reload does the job instead (a partition can leave streams that take a while to go).
+DEL_RETRY_SECONDS = 7.0
+DEL_RETRY_POLL_SECONDS = 0.1
+STREAMS_GRACE_SECONDS = 1.0
 DRAIN_POLL_SECONDS = 0.05
 
 
@@ -119,24 +124,30 @@ class Applier:
     def pending_reload(self) -> bool:
         return self.journal.pending
 
-    def render(self, servers: Collection[Endpoint]) -> str:
-        return render(self.template, context(self.settings.haproxy, self.settings.probe, servers))
+    @property
+    def backends(self) -> list[str]:
+        return [service.backend for service in self.settings.service_list()]
 
-    async def live_servers(self) -> list[ServerState]:
-        return await self.runtime.servers(self.settings.haproxy.backend)
+    def render(self, servers: Mapping[str, Collection[Endpoint]]) -> str:
+        return render(self.template, context(self.settings, servers))
 
-    def live_file_servers(self) -> list[Endpoint]:
-        """The servers the live config file lists (none when it cannot be read)."""
+    async def live_servers(self) -> dict[str, list[ServerState]]:
+        """What HAProxy serves, per backend poller owns."""
+        return {backend: await self.runtime.servers(backend) for backend in self.backends}
+
+    def live_file_servers(self) -> dict[str, list[Endpoint]]:
+        """The servers the live config file lists, per backend (none when unreadable)."""
         try:
-            return servers_in_file(self.config_path.read_text(encoding="utf-8"))
+            found = servers_in_file(self.config_path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError):
-            return []
+            found = {}
+        return {backend: found.get(backend, []) for backend in self.backends}
 
-    async def apply(self, wanted: Collection[Endpoint], live: list[ServerState] | None) -> Result:
-        """Make HAProxy serve exactly `wanted` (`live`: HAProxy's servers just read, None
-        when it did not answer)."""
+    async def apply(self, wanted: Wanted, live: Live | None) -> Result:
+        """Make each backend serve exactly `wanted[backend]` (`live`: HAProxy's servers
+        just read, None when it did not answer)."""
         started = self.clock()
-        chosen = ordered(wanted)
+        chosen = {backend: ordered(wanted.get(backend, ())) for backend in self.backends}
         try:
             rendered = self.render(chosen)
             live_text = self._read_live()
@@ -149,15 +160,13 @@ class Applier:
                 self.journal.pending,
                 self.settings.haproxy.runtime_api,
             )
-            result = await self._execute(decided, chosen, rendered, live or [])
+            result = await self._execute(decided, chosen, rendered, live or {})
         except PollerError as exc:
             result = Result("reload" if self.journal.pending else "runtime", error=str(exc))
         result.duration_seconds = self.clock() - started
         return result
 
-    async def _execute(
-        self, decided: Plan, wanted: list[Endpoint], rendered: str, live: list[ServerState]
-    ) -> Result:
+    async def _execute(self, decided: Plan, wanted: Wanted, rendered: str, live: Live) -> Result:
         if decided.method == "none":
             if files.read_bytes(configs.last_good_path(self.config_path)) is None:
                 configs.remember_good(self.config_path, rendered)
@@ -179,7 +188,7 @@ class Applier:
                 # HAProxy first, so a new node takes traffic a validation sooner; then the
                 # file follows (validated), so any reload reproduces the pool. A poller
                 # killed in between finds the file behind and converges at runtime.
-                result = await self._runtime_change(decided, wanted)
+                result = await self._runtime_change(decided, wanted, live)
             except HAProxyUnavailable:
                 raise
             except HAProxyError as exc:
@@ -214,33 +223,40 @@ class Applier:
     async def _validate(self, text: str) -> None:
         await configs.validate(self.settings.haproxy.binary, text, self.config_path)
 
-    async def _runtime_change(self, decided: Plan, wanted: list[Endpoint]) -> Result:
-        backend = self.settings.haproxy.backend
+    async def _runtime_change(self, decided: Plan, wanted: Wanted, live: Live) -> Result:
         options = server_options(self.settings.haproxy)
-        for endpoint in decided.add:
+        for backend, endpoint in decided.add:
             await self.runtime.add_ready_server(backend, endpoint.name, str(endpoint), options)
-        for name in decided.enable:
+        for backend, name in decided.enable:
             await self.runtime.enable_health(backend, name)
             await self.runtime.set_state(backend, name, "ready")
-        if decided.remove:
-            await self._drain_and_delete(backend, list(decided.remove))
+        for backend in dict.fromkeys(backend for backend, _ in decided.remove):
+            endpoints = {s.name: s.endpoint for s in live.get(backend, [])}
+            leaving = {name: endpoints.get(name) for b, name in decided.remove if b == backend}
+            await self._drain_and_delete(backend, leaving)
         after = await self.live_servers()
-        agreed = {(s.name, s.endpoint) for s in after if s.ready}
-        expected = {(e.name, e) for e in wanted}
-        if agreed != expected or len(after) != len(wanted):
-            raise HAProxyError(
-                "HAProxy disagrees after the runtime change: has "
-                f"{sorted(str(e) for _, e in agreed)}, expected {[str(e) for e in wanted]}"
-            )
+        for backend, servers in wanted.items():
+            have = after.get(backend, [])
+            agreed = {(s.name, s.endpoint) for s in have if s.ready}
+            expected = {(e.name, e) for e in servers}
+            if agreed != expected or len(have) != len(expected):
+                raise HAProxyError(
+                    f"HAProxy disagrees after the runtime change: {backend} has "
+                    f"{sorted(str(e) for _, e in agreed)}, expected {[str(e) for e in servers]}"
+                )
         touched = decided.add or decided.enable or decided.remove
         # Nothing done at runtime: only the file was behind (e.g. after a stop mid-apply).
         return Result(
             "runtime" if touched else "file",
-            [e.name for e in decided.add],
-            list(decided.remove),
+            [self._label(b, e.name) for b, e in decided.add],
+            [self._label(b, name) for b, name in decided.remove],
         )
 
-    async def _drain_and_delete(self, backend: str, names: list[str]) -> None:
+    def _label(self, backend: str, name: str) -> str:
+        """A server as logs name it: `backend/name` when there are several backends."""
+        return f"{backend}/{name}" if len(self.backends) > 1 else name
+
+    async def _drain_and_delete(self, backend: str, names: Mapping[str, Endpoint | None]) -> None:
         for name in names:
             await self.runtime.set_state(backend, name, "drain")
         deadline = self.clock() + self.settings.haproxy.drain_timeout_seconds
@@ -261,29 +277,39 @@ class Applier:
                 # HAProxy refuses to delete a server with sessions; a server that stopped
                 # answering (a partition) would hold them until `timeout server`.
                 await self.runtime.shutdown_sessions(backend, name)
-            started = self.clock()
-            ended = name in busy
-            while True:
-                answer = await self.runtime.del_server(backend, name)
-                if answer.startswith("Server deleted") or answer == "No such server.":
-                    break
-                waited = self.clock() - started
-                if "connection" not in answer.lower() or waited >= DEL_RETRY_SECONDS:
-                    raise HAProxyError(f"HAProxy refused to delete {backend}/{name}: {answer}")
-                if not ended and waited >= DEL_RETRY_SECONDS / 2:
-                    # Streams that came after the drain (retried connects, a queue) and
-                    # did not leave by themselves: the server is gone, so are they.
-                    log.warning(
-                        "drain timed out; ending the sessions still on the servers",
-                        extra={"fields": {"servers": [name]}},
-                    )
-                    await self.runtime.shutdown_sessions(backend, name)
-                    ended = True
-                await asyncio.sleep(0.01)  # connections still attached: retry shortly
+            await self._delete(backend, name, names[name])
 
-    async def _reload(
-        self, wanted: list[Endpoint], rendered: str, live: list[ServerState]
-    ) -> Result:
+    async def _delete(self, backend: str, name: str, endpoint: Endpoint | None) -> None:
+        """`del server`, retried while HAProxy says connections are still attached.
+        First suspect: idle keep-alive connections HAProxy keeps to a server its checks
+        marked down (a crash, a partition): it is told to close them. Then, each second
+        of refusals, streams that reached the server after its drain (connects being
+        retried, a queue) are ended: the server is leaving, so are they. Bounded: then a
+        reload does the job."""
+        started = self.clock()
+        ended = started
+        while True:
+            answer = await self.runtime.del_server(backend, name)
+            if answer.startswith("Server deleted") or answer == "No such server.":
+                return
+            now = self.clock()
+            if "connection" not in answer.lower() or now - started >= DEL_RETRY_SECONDS:
+                raise HAProxyError(f"HAProxy refused to delete {backend}/{name}: {answer}")
+            if endpoint is not None:
+                await self.runtime.close_idle_connections(backend, name, endpoint)
+                endpoint = None  # once: what follows is not idle connections
+                continue
+            if now - ended >= STREAMS_GRACE_SECONDS:
+                if ended == started:
+                    log.info(
+                        "ending the sessions still on a leaving server",
+                        extra={"fields": {"server": self._label(backend, name)}},
+                    )
+                ended = now
+                await self.runtime.shutdown_sessions(backend, name)
+            await asyncio.sleep(DEL_RETRY_POLL_SECONDS)
+
+    async def _reload(self, wanted: Wanted, rendered: str, live: Live) -> Result:
         gap = self.last_reload_at + self.settings.haproxy.min_reload_gap_seconds - self.clock()
         if gap > 0:
             await asyncio.sleep(gap)
@@ -299,8 +325,8 @@ class Applier:
             raise ReloadFailed(f"{exc}; {outcome}") from exc
         configs.remember_good(self.config_path, rendered)
         self.journal.set(False)
-        before = {s.name for s in live}
-        after = {e.name for e in wanted}
+        before = {self._label(b, s.name) for b, servers in live.items() for s in servers}
+        after = {self._label(b, e.name) for b, servers in wanted.items() for e in servers}
         return Result("reload", sorted(after - before), sorted(before - after), True)
 
     def _same_skeleton(self, live_text: str | None) -> bool:

@@ -1,7 +1,8 @@
 """What must change in HAProxy to serve a set of endpoints. Pure: no I/O, no clock.
 
-Given what should be served, what HAProxy's runtime API lists (or None when it did not
-answer), the live config file and the freshly rendered one, `plan` says what to do:
+Given what each backend should serve (one backend per service), what HAProxy's runtime
+API lists in each (or None when it did not answer), the live config file and the freshly
+rendered one, `plan` says what to do, membership changes as (backend, server) pairs:
 
 - `none`: the file is the rendered one and HAProxy serves exactly the wanted servers,
   ready; nothing is touched;
@@ -19,40 +20,51 @@ answer), the live config file and the freshly rendered one, `plan` says what to 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from poller.endpoints import Endpoint, ordered
 from poller.haproxy.servers import ServerState
 
-_SERVER_LINE = re.compile(r"^\s*server\s+n_\S+\s+(\S+)", re.MULTILINE)
+_LINE = re.compile(r"^[ \t]*(backend|server)[ \t]+(\S+)(?:[ \t]+(\S+))?", re.MULTILINE)
+
+Wanted = Mapping[str, Collection[Endpoint]]  # backend -> the servers it should have
+Live = Mapping[str, Sequence[ServerState]]  # backend -> the servers HAProxy has
 
 
 @dataclass(frozen=True)
 class Plan:
     method: str  # none | runtime | file | reload | offline
-    add: tuple[Endpoint, ...] = ()
-    enable: tuple[str, ...] = ()  # live servers to put back in service (names)
-    remove: tuple[str, ...] = ()  # live servers to drain and delete (names)
+    add: tuple[tuple[str, Endpoint], ...] = ()  # (backend, server) to add
+    enable: tuple[tuple[str, str], ...] = ()  # (backend, name) to put back in service
+    remove: tuple[tuple[str, str], ...] = ()  # (backend, name) to drain and delete
     install: bool = False  # install the rendered file
     pending_reload: bool = False  # offline: a reload is owed once HAProxy answers
     reason: str = ""
 
 
-def servers_in_file(text: str) -> list[Endpoint]:
-    """The servers of a config poller rendered (names are ours: `n_...`)."""
-    found = []
-    for match in _SERVER_LINE.finditer(text):
+def servers_in_file(text: str) -> dict[str, list[Endpoint]]:
+    """The servers of a config poller rendered, by backend (names are ours: `n_...`)."""
+    found: dict[str, list[Endpoint]] = {}
+    backend: str | None = None
+    for match in _LINE.finditer(text):
+        kind, name, address = match.groups()
+        if kind == "backend":
+            backend = name
+            found.setdefault(backend, [])
+            continue
+        if backend is None or not name.startswith("n_") or address is None:
+            continue
         try:
-            found.append(Endpoint.parse(match.group(1)))
+            found[backend].append(Endpoint.parse(address))
         except ValueError:
             continue  # not one of ours after all
-    return ordered(found)
+    return {name: ordered(servers) for name, servers in found.items()}
 
 
 def plan(
-    wanted: Collection[Endpoint],
-    live: Sequence[ServerState] | None,
+    wanted: Wanted,
+    live: Live | None,
     live_text: str | None,
     rendered: str,
     same_skeleton: bool,
@@ -69,12 +81,19 @@ def plan(
             pending_reload=pending_reload or (file_behind and not same_skeleton),
             reason="HAProxy's runtime API does not answer",
         )
-    by_name = {s.name: s for s in live}
-    wanted_by_name = {e.name: e for e in ordered(wanted)}
-    moved = [n for n, e in wanted_by_name.items() if n in by_name and by_name[n].endpoint != e]
-    add = tuple(e for n, e in wanted_by_name.items() if n not in by_name)
-    enable = tuple(n for n in wanted_by_name if n in by_name and not by_name[n].ready)
-    remove = tuple(sorted((n for n in by_name if n not in wanted_by_name), key=_name_order(live)))
+    add: list[tuple[str, Endpoint]] = []
+    enable: list[tuple[str, str]] = []
+    remove: list[tuple[str, str]] = []
+    moved: list[str] = []
+    for backend, servers in wanted.items():
+        have = live.get(backend, ())
+        by_name = {s.name: s for s in have}
+        wanted_by_name = {e.name: e for e in ordered(servers)}
+        moved += [n for n, e in wanted_by_name.items() if n in by_name and by_name[n].endpoint != e]
+        add += [(backend, e) for n, e in wanted_by_name.items() if n not in by_name]
+        enable += [(backend, n) for n in wanted_by_name if n in by_name and not by_name[n].ready]
+        leaving = sorted((n for n in by_name if n not in wanted_by_name), key=_name_order(have))
+        remove += [(backend, n) for n in leaving]
     in_step = not (add or enable or remove or moved)
     if in_step and not file_behind and not pending_reload:
         return Plan("none")
@@ -88,7 +107,7 @@ def plan(
         return Plan("reload", install=True, reason=f"HAProxy lists {moved[0]} at another address")
     if in_step:
         return Plan("file", install=True, reason="only the file was behind")
-    return Plan("runtime", add, enable, remove, install=file_behind)
+    return Plan("runtime", tuple(add), tuple(enable), tuple(remove), install=file_behind)
 
 
 def reload_instead(reason: str) -> Plan:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from poller.endpoints import Endpoint
 from poller.errors import HAProxyError
 from poller.haproxy.servers import ServerState, parse_servers_state, parse_sessions
 from poller.haproxy.sockets import command
@@ -48,6 +49,16 @@ class Runtime:
     async def shutdown_sessions(self, backend: str, name: str) -> None:
         """End every session still on the server (its drain ran out of time)."""
         await self._expect(f"shutdown sessions server {backend}/{name}", "")
+
+    async def close_idle_connections(self, backend: str, name: str, endpoint: Endpoint) -> None:
+        """Make HAProxy close the idle keep-alive connections it keeps to a server its
+        checks marked down, which block `del server` until its purge timer wears them
+        off (seconds to tens of seconds). Changing a server's address or port is what
+        makes HAProxy drop them at once; the server is in maintenance and about to be
+        deleted, so no request ever goes to the new port. Best effort: the answer is
+        not checked, the delete that follows says whether it worked."""
+        port = endpoint.port + 1 if endpoint.port < 65535 else endpoint.port - 1
+        await self.run(f"set server {backend}/{name} addr {endpoint.address} port {port}")
 
     async def del_server(self, backend: str, name: str) -> str:
         """Delete; returns HAProxy's answer so callers can retry while it is still in use."""

@@ -118,9 +118,13 @@ function renderMembers(pool) {
   let rows = pool.members.filter((m) => !filter || state(m) === filter);
   if (search) {
     rows = rows.filter((m) => `${m.address}:${m.port}`.includes(search) ||
-      (m.identity || "").toLowerCase().includes(search));
+      (m.identity || "").toLowerCase().includes(search) || m.service === search);
   }
-  const key = (m) => (sortKey === "address" ? addressKey(m) : sortKey === "state" ? state(m) : m[sortKey]);
+  // Several services: a service column, and sorting by it groups each service's members.
+  const several = (pool.services || []).length > 1;
+  document.getElementById("members").classList.toggle("services", several);
+  const key = (m) => (sortKey === "address" ? addressKey(m) : sortKey === "state" ? state(m) :
+    sortKey === "service" ? `${m.service} ${String(addressKey(m)).padStart(24, "0")}` : m[sortKey]);
   rows.sort((a, b) => {
     const x = key(a), y = key(b);
     const order = x === y ? 0 : (x === null || x === undefined) ? 1 : (y === null || y === undefined) ? -1 : x < y ? -1 : 1;
@@ -131,6 +135,8 @@ function renderMembers(pool) {
   for (const m of rows) {
     const tr = el("tr");
     tr.dataset.member = `${m.address}:${m.port}`;
+    tr.dataset.service = m.service;
+    tr.appendChild(el("td", m.service, "service"));
     tr.appendChild(el("td", `${m.address}:${m.port}`, "mono"));
     tr.appendChild(el("td", state(m), `state ${state(m)}`));
     tr.appendChild(el("td", m.identity ?? "-", "identity"));
@@ -169,7 +175,8 @@ function renderLog(id, items, line) {
 function describeEvent(e) {
   const who = e.identity ? ` (${e.identity})` : "";
   const was = e.previous_identity ? ` was ${e.previous_identity}` : "";
-  return `${e.kind} ${e.member}${who}${was}${e.reason ? ` — ${e.reason}` : ""}`;
+  const service = e.service && e.service !== "default" ? `${e.service}: ` : "";
+  return `${service}${e.kind} ${e.member}${who}${was}${e.reason ? ` — ${e.reason}` : ""}`;
 }
 
 function describeChange(c) {

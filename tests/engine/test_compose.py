@@ -10,6 +10,7 @@ socket), failed requests, and the master's reload counter. Runs in order on one 
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -87,12 +88,30 @@ def test_01_up_serves_exactly_the_scaled_web_nodes(project: ComposeProject) -> N
     assert len(hosts) == 3, "requests through :80 did not reach all three nodes"
 
 
+def test_01b_the_api_service_is_found_by_the_same_sweep_and_routed_by_path(
+    project: ComposeProject,
+) -> None:
+    """The stack's second service (the demo node on port 3001): its own backend, and
+    HAProxy sends /api there while everything else stays on the web nodes."""
+    api = project.addresses("api")
+    assert len(api) == 1
+    view = project.haproxy("api")
+    wait_for(lambda: view.serving() == api, FOLLOW_SECONDS + 5, "the api node in backend api")
+    for path, tag in (("/api/orders", "api"), ("/", "demo")):
+        status, body = project.engine.get(80, path)
+        assert status == 200, body
+        assert json.loads(body).get("tag") == tag, (path, body)
+
+
 def test_02_status_page_answers_on_the_published_loopback_port(project: ComposeProject) -> None:
     status, page = project.engine.get(STATUS_PORT, "/")
     assert status == 200
     assert b"<title>" in page
     pool = project.engine.get_json(STATUS_PORT, "/pool")
-    assert {m["address"] for m in pool["members"] if m["serving"]} == project.addresses()
+    serving = {(m["service"], m["address"]) for m in pool["members"] if m["serving"]}
+    assert serving == {("web", a) for a in project.addresses()} | {
+        ("api", a) for a in project.addresses("api")
+    }
     assert pool["discovery"]["method"] == "arp"
 
 
@@ -143,11 +162,18 @@ def test_05_restarting_the_poller_changes_nothing_in_haproxy(project: ComposePro
     haproxy = project.haproxy()
     before_servers, before_reloads = haproxy.states(), haproxy.reloads()
     project.compose("restart", "poller")
-    expected = {f"{address}:3000" for address in project.addresses()}
+    expected = {
+        "web": {f"{address}:3000" for address in project.addresses()},
+        "api": {f"{address}:3001" for address in project.addresses("api")},
+    }
 
     def reconciled() -> bool:
         pool = project.engine.get_json(STATUS_PORT, "/pool")
-        return pool is not None and set(pool["haproxy"]["live"]) == expected
+        return (
+            pool is not None
+            and {name: set(live) for name, live in pool["haproxy"]["live_by_service"].items()}
+            == expected
+        )
 
     wait_for(reconciled, 30, "the restarted poller to reconcile")
     log = project.logs("poller")

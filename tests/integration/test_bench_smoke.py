@@ -22,3 +22,12 @@ def test_churn_benchmark_smoke() -> None:
 def test_status_benchmark_smoke() -> None:
     (row,) = bench_rows("status.py", "/pool", timeout=120)
     assert int(row[1].replace(",", "")) > 100_000  # 500 members in the document
+
+
+def test_slowstart_benchmark_smoke() -> None:
+    rows = {row[0]: row for row in bench_rows("slowstart.py", "", timeout=180)}
+    off, on = rows["off (default)"], rows["slowstart_seconds: 5"]
+    assert float(off[1]) > 15  # its share at once (a fair share is 25 %)
+    assert float(on[1]) < float(off[1])  # ramped up instead
+    assert off[-1].startswith("0 of ")
+    assert on[-1].startswith("0 of ")

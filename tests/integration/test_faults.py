@@ -40,7 +40,7 @@ def whole_render(lab: Lab) -> bool:
     text = lab.config_path.read_text()
     template = load_template(settings.haproxy.template)
     servers = servers_in_file(text)
-    return render(template, context(settings.haproxy, settings.probe, servers)) == text
+    return render(template, context(settings, servers)) == text
 
 
 @pytest.mark.timeout(400)  # 50 starts and kills: about a minute here

@@ -54,7 +54,7 @@ def settled(lab: Lab, *addresses: str) -> bool:
     runtime change comes first, the file follows)."""
     from poller.applying.planning import servers_in_file
 
-    in_file = {s.address for s in servers_in_file(lab.config_path.read_text())}
+    in_file = {s.address for s in servers_in_file(lab.config_path.read_text())["nodes"]}
     return serves(lab, *addresses) and in_file == set(addresses)
 
 

@@ -120,3 +120,40 @@ def test_env_overrides_reach_the_scan(lab: Path) -> None:
     assert run.returncode == 0, run.stderr
     healthy = {r["address"] for r in json.loads(run.stdout)["results"] if r["healthy"]}
     assert healthy == {"127.0.1.2", "127.0.1.3", "127.0.1.4"}
+
+
+def test_two_services_on_one_port_are_told_apart_by_their_probe(
+    processes: Processes, tmp_path: Path
+) -> None:
+    """Same port, different expected bodies: each node joins the service whose probe it
+    passes, and `scan` says so in its SERVICE column and JSON field."""
+    processes.python(WEBAPP, "--bind", "127.0.1.20", "--host", "w1", "--tag", "web",
+                     ready_line="listening")  # fmt: skip
+    processes.python(WEBAPP, "--bind", "127.0.1.21", "--host", "a1", "--tag", "api",
+                     ready_line="listening")  # fmt: skip
+    config = tmp_path / "poller.yaml"
+    config.write_text(
+        "probe:\n  identity: {json_field: host}\n"
+        "services:\n"
+        "  - name: web\n    ports: [3000]\n    route: {default: true}\n"
+        '    probe: {expect_body: \'"tag": "web"\'}\n'
+        "  - name: api\n    ports: [3000]\n"
+        '    probe: {expect_body: \'"tag": "api"\'}\n'
+        "    route: {path_prefix: /api}\n"
+    )
+    run = poller("scan", "--config", str(config), "--subnet", "127.0.1.16/28", "--json")
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert report["ports"] == [3000]
+    assert report["targets"] == 14  # one sweep: each address:port once, for both
+    healthy = {(r["service"], r["address"]) for r in report["results"] if r["healthy"]}
+    assert healthy == {("web", "127.0.1.20"), ("api", "127.0.1.21")}
+    refused = {(r["service"], r["address"], r["result"]) for r in report["results"]}
+    assert ("api", "127.0.1.20", "body_mismatch") in refused
+
+    table = poller("scan", "--config", str(config), "--subnet", "127.0.1.16/28")
+    assert table.returncode == 0, table.stderr
+    header, *rows = table.stdout.splitlines()
+    assert header.split()[:3] == ["SERVICE", "ADDRESS", "PORT"]
+    assert any(row.split()[:4] == ["web", "127.0.1.20", "3000", "ok"] for row in rows)
+    assert any(row.split()[:4] == ["api", "127.0.1.21", "3000", "ok"] for row in rows)

@@ -35,3 +35,11 @@ def test_hot_sweep_benchmark_smoke() -> None:
     assert row[2].startswith("0 of ")  # no failed request while nodes joined
     assert row[7] == "yes"
     assert row[-1] == "0"
+
+
+def test_services_benchmark_smoke() -> None:
+    requires_root()
+    rows = {row[1]: row for row in bench_rows("services.py", "/24", timeout=300)}
+    both = rows["2 services, one sweep (web :3000 + api :3001)"]
+    assert both[4] == "web 10, api 5"  # the bench itself fails on a miss or an overflow
+    assert "of two sweeps' wall" in both[5]

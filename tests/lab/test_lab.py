@@ -4,13 +4,15 @@ namespaces of their own, wrk in a client namespace. No namespace has a default r
 
 One lab runs the scenarios in order, each under wrk load: 2 nodes, scale to 5, a graceful
 stop, a kill -9, a new node at a reused address, a host speaking SSH on :3000, a node
-answering 500, a partition and its repair. Each change must show in HAProxy within
+answering 500, a partition and its repair, the config's second service (API nodes on
+:3001, routed by /api) churning beside the web nodes. Each change must show in HAProxy within
 interval x rise + 1 s; graceful changes and (with retry-on) kill -9 cost 0 failed
 requests; the kernel log gains no neighbour-table overflow line.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import sys
@@ -34,9 +36,9 @@ ODD = ROOT / "tests" / "support" / "oddnodes.py"
 class Load:
     """wrk in the client namespace, for one scenario; failed = non-2xx/3xx + socket errors."""
 
-    def __init__(self, lab: NetLab, ns: str, seconds: int) -> None:
+    def __init__(self, lab: NetLab, ns: str, seconds: int, path: str = "/") -> None:
         self.out = lab.workdir / f"wrk-{time.monotonic_ns()}.txt"
-        self.proc = lab.wrk(ns, seconds, self.out)
+        self.proc = lab.wrk(ns, seconds, self.out, path)
         # The change under test must happen under load: wait until wrk is connected.
         wait_for(lambda: current_connections(lab.run_dir / "admin.sock") > 0, 10, "wrk to connect")
 
@@ -148,12 +150,16 @@ def test_06_ssh_and_500_are_never_served(lab: NetLab) -> None:
 def test_07_partition_and_repair(lab: NetLab) -> None:
     ns = lab.namespace_of(lab.address(22))
     assert ns is not None
+    reloads = lab.haproxy.reloads()
     lab.link(ns, up=False)
     try:
         served_within(lab, addresses(lab, 11, 33), "the partitioned node to leave")
     finally:
         lab.link(ns, up=True)
     served_within(lab, addresses(lab, 11, 22, 33), "the node to come back")
+    # Deleted at runtime although HAProxy held idle connections to it: no reload.
+    assert lab.haproxy.reloads() == reloads
+    assert "reloading instead" not in lab.log("poller")
 
 
 def test_08_the_pollers_own_link_cut_holds_the_pool(lab: NetLab) -> None:
@@ -184,3 +190,40 @@ def test_08_the_pollers_own_link_cut_holds_the_pool(lab: NetLab) -> None:
     assert lab.servers() == before
     assert lab.metric("poller_haproxy_changes_total") == changes  # no spurious removal
     assert load.failed()[1] == 0
+
+
+def test_09_a_second_service_from_the_same_sweep(lab: NetLab) -> None:
+    """config/poller.yaml's second service: API nodes on port 3001 join backend `api` from
+    the same sweep, /api reaches them, and each service's churn changes only its own
+    backend: 0 failed requests on either, 0 reloads."""
+    web = lab.servers()
+    reloads = lab.haproxy.reloads()
+    pool = json.loads(lab.status("/pool"))
+    assert pool["discovery"]["ports"] == [3000, 3001]  # one sweep asks both ports
+    for host in (101, 102):
+        lab.start_node(host, f"api{host}", port=3001)
+    started = time.monotonic()
+    wait_for(lambda: lab.servers("api") == addresses(lab, 101, 102), DEADLINE, "the API nodes")
+    print(f"API nodes served {time.monotonic() - started:.1f} s after they started")
+    assert lab.servers() == web  # the web backend did not move
+    assert lab.get(lab.client_ns, "/api/orders")["host"].startswith("api")
+    assert not lab.get(lab.client_ns, "/")["host"].startswith("api")
+
+    web_load = Load(lab, lab.client_ns, 8)
+    api_load = Load(lab, lab.client_ns, 8, "/api/orders")
+    lab.stop_node(lab.address(102), signal.SIGTERM)
+    lab.start_node(103, "api103", port=3001)
+    wait_for(lambda: lab.servers("api") == addresses(lab, 101, 103), DEADLINE + 1, "API churn")
+    assert lab.servers() == web  # an API node leaving changes only backend `api`
+    gone = sorted(web)[-1]
+    lab.stop_node(gone, signal.SIGTERM)
+    wait_for(lambda: lab.servers() == web - {gone}, DEADLINE, "a web node to leave")
+    assert lab.servers("api") == addresses(lab, 101, 103)
+    for load in (web_load, api_load):
+        requests, failed = load.failed()
+        assert requests > 0
+        assert failed == 0
+    assert lab.haproxy.reloads() == reloads
+    members = {(m["service"], m["address"]) for m in json.loads(lab.status("/pool"))["members"]}
+    assert {("api", lab.address(101)), ("api", lab.address(103))} <= members
+    assert ("web", lab.address(101)) not in members  # joined the service whose probe passed

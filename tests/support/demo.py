@@ -27,6 +27,7 @@ HEARTBEAT_SECONDS = 6.0  # a line at least this often, so the demo is never sile
 TIMELINE = [
     (0, "start", 11, "s1", "two web nodes start; poller finds them at its next sweep"),
     (0, "start", 22, "s2", "(a sweep every second, then 2 quick probes 0.1 s apart)"),
+    (3, "start-api", 77, "api1", "an API on port 3001: the same sweep finds it, /api goes there"),
     (6, "start", 33, "s3", "a third node: added through HAProxy's runtime API, no reload"),
     (10, "start", 44, "s4", "a fourth"),
     (16, "stop", 22, "s2", "graceful stop: its port closes, poller drains and removes it"),
@@ -50,17 +51,24 @@ def picture(lab: Lab) -> tuple[str, str]:
     after HAProxy, and the pair is retaken if it moved in between."""
     for _ in range(5):
         first = lab.status("/pool")
-        haproxy = sorted(lab.addresses(), key=lambda a: int(a.rsplit(".", 1)[1]))
+        web, api = (sorted(lab.addresses(b), key=by_octet) for b in ("nodes", "api"))
         if first is not None and lab.status("/pool") == first:
             break
-    return describe(first), ", ".join(haproxy) or "nothing: every request gets 503"
+    served = ", ".join(web) or "nothing: every request gets 503"
+    return describe(first), served + (f"; /api: {', '.join(api)}" if api else "")
+
+
+def by_octet(address: str) -> int:
+    return int(address.rsplit(".", 1)[1])
 
 
 def describe(pool: dict[str, Any] | None) -> str:
     if not pool:
         return "(the status server does not answer)"
     shown = [
-        f"{m['address']} {m['state']}" + (f" ({m['identity']})" if m["identity"] else "")
+        ("api: " if m["service"] == "api" else "")
+        + f"{m['address']} {m['state']}"
+        + (f" ({m['identity']})" if m["identity"] else "")
         for m in pool.get("members", [])
     ]
     return ", ".join(shown) or "empty"
@@ -78,6 +86,11 @@ def main() -> None:
             "probe": {"identity": {"json_field": "host"}},
             "discovery": {"interval_seconds": 1.0},
             "pool": {"interval_seconds": 1.0, "rise_interval_seconds": 0.1},
+            # config/poller.yaml's two services: web (backend `nodes`) and an API on 3001.
+            "services": [
+                {"name": "web", "ports": [3000], "backend": "nodes", "route": {"default": True}},
+                {"name": "api", "ports": [3001], "route": {"path_prefix": "/api"}},
+            ],
         },
     )
     stop = False
@@ -97,7 +110,7 @@ def main() -> None:
             f"  status page (open it): http://127.0.0.1:{lab.status_port}/\n"
             f"  HAProxy:               http://127.0.0.1:{lab.frontend_port}/   "
             f"its stats: http://127.0.0.1:{lab.stats_port}/\n"
-            f"  poller sweeps {SUBNET} port 3000 every second\n",
+            f"  poller sweeps {SUBNET} ports 3000 (web) and 3001 (api, /api) every second\n",
             flush=True,
         )
         started = time.monotonic()
@@ -108,10 +121,14 @@ def main() -> None:
             while pending and pending[0][0] <= elapsed:
                 _, action, octet, host, why = pending.pop(0)
                 address = f"127.42.0.{octet}"
-                verb = {"start-500": "start (500)", "kill": "kill -9"}.get(action, action)
+                verb = {"start-500": "start (500)", "kill": "kill -9", "start-api": "start"}.get(
+                    action, action
+                )
                 print(f"[{elapsed:5.1f}s] {verb} {address} {host}: {why}", flush=True)
                 if action == "start":
                     lab.start_node(address, host)
+                elif action == "start-api":
+                    lab.start_node(address, host, port=3001)
                 elif action == "start-500":
                     lab.start_node(address, host, "--status", "500")
                 else:
@@ -121,6 +138,9 @@ def main() -> None:
             if now != last or time.monotonic() - said > HEARTBEAT_SECONDS:
                 status, body = lab.get()
                 answer = f"{status} from {body.get('host')}" if body else str(status)
+                if "/api:" in now[1]:
+                    status, body = lab.get("/api/orders")
+                    answer += f", /api/orders got {status} from {body.get('host') if body else '-'}"
                 moment = time.monotonic() - started
                 print(f"[{moment:5.1f}s]   poller's pool:  {now[0]}", flush=True)
                 print(f"          HAProxy serves: {now[1]}; a request got {answer}", flush=True)

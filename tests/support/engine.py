@@ -383,9 +383,9 @@ class ComposeProject:
             if running == "true" and address
         }
 
-    def haproxy(self) -> HAProxyView:
+    def haproxy(self, backend: str = "nodes") -> HAProxyView:
         run_dir = self.engine.volume_path(f"{self.name}_haproxy-run")
-        return HAProxyView(run_dir / "admin.sock", run_dir / "master.sock")
+        return HAProxyView(run_dir / "admin.sock", run_dir / "master.sock", backend)
 
     def config_file(self) -> Path:
         return self.engine.volume_path(f"{self.name}_haproxy-config") / "haproxy.cfg"

@@ -78,11 +78,16 @@ class Lab(ProcessLab):
             "state": {"path": str(self.workdir / "state.json")},
         }
 
-    def write_settings(self, extra: Mapping[str, Mapping[str, Any]] | None = None) -> None:
-        merged = self.base_settings()
+    def write_settings(self, extra: Mapping[str, Any] | None = None) -> None:
+        merged: dict[str, Any] = self.base_settings()
         for layer in (self.settings, extra or {}):
             for section, values in layer.items():
-                merged.setdefault(section, {}).update(values)
+                if isinstance(values, list):  # services: a list, taken whole
+                    merged[section] = values
+                else:
+                    merged.setdefault(section, {}).update(values)
+        if merged.get("services"):
+            merged["discovery"].pop("ports", None)  # each service has its own
         self.poller_yaml.write_text(yaml.safe_dump(merged, sort_keys=True))
 
     # -- processes -----------------------------------------------------------------------
@@ -125,10 +130,12 @@ class Lab(ProcessLab):
             env=env,
         )
 
-    def start_node(self, address: str, host: str | None = None, *extra: str) -> None:
-        if connects(address, 3000):
+    def start_node(
+        self, address: str, host: str | None = None, *extra: str, port: int = 3000
+    ) -> None:
+        if connects(address, port):
             raise RuntimeError(
-                f"{address}:3000 is already taken by another process: stop it and retry"
+                f"{address}:{port} is already taken by another process: stop it and retry"
             )
         self.spawn(
             f"node-{address}",
@@ -138,12 +145,12 @@ class Lab(ProcessLab):
                 "--bind",
                 address,
                 "--port",
-                "3000",
+                str(port),
                 "--host",
                 host or f"node-{address}",
                 *extra,
             ],
-            ready=lambda: connects(address, 3000),
+            ready=lambda: connects(address, port),
         )
 
     def stop_node(self, address: str, sig: int = signal.SIGTERM) -> None:
@@ -161,8 +168,10 @@ class Lab(ProcessLab):
             for s in self.haproxy.states()
         }
 
-    def addresses(self) -> set[str]:
-        return self.haproxy.listed()
+    def addresses(self, backend: str = "nodes") -> set[str]:
+        if backend == self.haproxy.backend:
+            return self.haproxy.listed()
+        return HAProxyView(self.admin_socket, self.master_socket, backend).listed()
 
     def reloads(self) -> tuple[int, int]:
         return self.haproxy.reloads()

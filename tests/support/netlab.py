@@ -17,6 +17,7 @@ timeline in namespaces (`make demo-netns`):
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import signal
@@ -26,6 +27,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tests.support.labs import ROOT, WEBAPP, HAProxyView, ProcessLab, metric_value
 
@@ -156,7 +158,7 @@ class NetLab(ProcessLab):
             dev,
         )
 
-    def wrk(self, ns: str, seconds: int, out: Path) -> subprocess.Popen[bytes]:
+    def wrk(self, ns: str, seconds: int, out: Path, path: str = "/") -> subprocess.Popen[bytes]:
         """Load through HAProxy's frontend from namespace `ns`; the report goes to `out`."""
         with out.open("wb") as handle:
             return subprocess.Popen(
@@ -171,7 +173,7 @@ class NetLab(ProcessLab):
                     f"-d{seconds}s",
                     "--timeout",
                     "3s",
-                    f"http://{self.address(42)}/",
+                    f"http://{self.address(42)}{path}",
                 ],
                 stdout=handle,
                 stderr=subprocess.STDOUT,
@@ -263,13 +265,13 @@ class NetLab(ProcessLab):
             ready=lambda: "poller running" in self.log("poller"),
         )
 
-    def start_node(self, host: int, name: str, *extra: str) -> str:
+    def start_node(self, host: int, name: str, *extra: str, port: int = 3000) -> str:
         address = self.address(host)
         ns = self.namespace_of(address) or self.host(f"n{host}", address)
         self.start(
             f"node-{address}",
             ns,
-            [sys.executable, str(WEBAPP), "--port", "3000", "--host", name, *extra],
+            [sys.executable, str(WEBAPP), "--port", str(port), "--host", name, *extra],
             ready=lambda: "listening" in self.log(f"node-{address}"),
         )
         return ns
@@ -321,9 +323,20 @@ class NetLab(ProcessLab):
             if line.startswith(f"{self.prefix}-")
         ]
 
-    def servers(self) -> set[str]:
-        """Addresses HAProxy's `nodes` lists and does not hold in maintenance or drain."""
-        return self.haproxy.enabled()
+    def servers(self, backend: str = "nodes") -> set[str]:
+        """Addresses a backend lists and does not hold in maintenance or drain."""
+        if backend == self.haproxy.backend:
+            return self.haproxy.enabled()
+        return HAProxyView(self.haproxy.admin_socket, self.haproxy.master_socket, backend).enabled()
+
+    def get(self, ns: str, path: str) -> dict[str, Any]:
+        """One request through HAProxy's frontend from namespace `ns`: the JSON answer."""
+        code = (
+            "import sys, urllib.request; sys.stdout.write(urllib.request.urlopen("
+            f"'http://{self.address(42)}{path}', timeout=3).read().decode())"
+        )
+        run = sh("ip", "netns", "exec", ns, sys.executable, "-c", code)
+        return dict(json.loads(run.stdout))
 
 
 def main() -> None:

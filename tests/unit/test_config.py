@@ -18,11 +18,15 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def test_shipped_config_is_the_builtin_default_plus_identity() -> None:
+def test_shipped_config_is_the_builtin_default_plus_identity_and_two_services() -> None:
     shipped = load_settings(ROOT / "config" / "poller.yaml", environ={})
     assert shipped.probe.identity is not None
     assert shipped.probe.identity.json_field == "host"
-    assert shipped.model_copy(update={"probe": Settings().probe}) == Settings()
+    web, api = shipped.service_list()
+    assert (web.name, web.ports, web.backend, web.default) == ("web", (3000,), "nodes", True)
+    assert (api.name, api.ports, api.backend, api.path_prefix) == ("api", (3001,), "api", "/api")
+    # The rest is the built-in default: one service on port 3000, backend `nodes`.
+    assert shipped.model_copy(update={"probe": Settings().probe, "services": ()}) == Settings()
 
 
 def test_empty_file_gives_defaults(tmp_path: Path) -> None:
@@ -47,7 +51,7 @@ def test_settings_are_frozen() -> None:
         (
             "pools:\n  rise: 2\n",
             "poller.yaml:1: pools",
-            "unknown key (known: discovery, probe, pool, guard, haproxy, status, state)",
+            "unknown key (known: discovery, probe, pool, guard, haproxy, status, state, services)",
         ),
         (
             "discovery:\n  subnets: [10.0.0.0/33]\n",
@@ -311,3 +315,136 @@ def test_a_section_the_environment_adds_to_must_be_a_mapping_in_the_file(tmp_pat
     with pytest.raises(ConfigError) as caught:
         load_settings(path, environ={"POLLER_POOL__RISE": "2"})
     assert str(caught.value) == f"{path}: pool: must be a mapping"
+
+
+TWO_SERVICES = """\
+services:
+  - name: web
+    ports: [3000]
+    route: {default: true}
+  - name: api
+    ports: [3001]
+    probe: {path: /healthz}
+    route: {path_prefix: /api, host: [API.example.com, api.local]}
+"""
+
+
+def test_services_are_filled_in_from_the_top_level_settings(tmp_path: Path) -> None:
+    text = "probe:\n  headers: {X-Probe: '1'}\n  timeout_seconds: 0.3\n" + TWO_SERVICES
+    settings = load_settings(write(tmp_path, text), environ={})
+    web, api = settings.service_list()
+    assert (web.name, web.ports, web.backend, web.default) == ("web", (3000,), "web", True)
+    assert (api.backend, api.hosts, api.path_prefix, api.default) == (
+        "api",
+        ("api.example.com", "api.local"),
+        "/api",
+        False,
+    )
+    assert (web.probe.path, api.probe.path) == ("/", "/healthz")
+    assert api.probe.headers == {"X-Probe": "1"}  # inherited
+    assert api.probe.timeout_seconds == 0.3
+    assert settings.ports() == (3000, 3001)
+
+
+def test_without_services_the_top_level_settings_are_one_service() -> None:
+    settings = load_settings(None, environ={})
+    (only,) = settings.service_list()
+    assert (only.name, only.ports, only.backend, only.default) == (
+        "default",
+        (3000,),
+        "nodes",
+        True,
+    )
+    assert only.probe == settings.probe
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "services:\n  - {name: web, ports: [3000]}\n  - {name: web, ports: [3001]}\n",
+            "services.0 (web) and services.1: the same name",
+        ),
+        (
+            "services:\n  - {name: a, ports: [1], backend: b, route: {default: true}}\n"
+            "  - {name: b, ports: [2], route: {path_prefix: /b}}\n",
+            "services.0 (a) and services.1 (b): the same backend 'b'",
+        ),
+        (
+            "services:\n  - {name: a, ports: [3000], route: {default: true}}\n"
+            "  - {name: b, ports: [3000, 3001], route: {path_prefix: /b}}\n",
+            "services.0 (a) and services.1 (b) share port 3000 and probe it the same way, so a "
+            "node there would join both: give one of them another probe.path, "
+            "probe.expect_body, probe.identity or probe.headers, or another port",
+        ),
+        (
+            "services:\n  - {name: a, ports: [1], route: {default: true}}\n"
+            "  - {name: b, ports: [2], route: {default: true}}\n",
+            "route.default is set by services.0 (a), services.1 (b): one at most",
+        ),
+        (
+            "services:\n  - {name: a, ports: [1], route: {default: true}}\n"
+            "  - {name: b, ports: [2]}\n",
+            "services.1 (b): no route (set route.host, route.path_prefix or route.default), "
+            "so no request would reach it",
+        ),
+        (
+            "discovery:\n  ports: [3000]\nservices:\n  - {name: a, ports: [1]}\n",
+            "discovery.ports is not used with services: give each service its ports",
+        ),
+        (
+            "haproxy:\n  backend: x\nservices:\n  - {name: a, ports: [1]}\n",
+            "haproxy.backend is not used with services: give each service its backend",
+        ),
+    ],
+)
+def test_services_that_cannot_be_told_apart_or_reached_are_refused(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, text), environ={})
+    assert str(caught.value).replace(f"{tmp_path}/", "") == f"poller.yaml: settings: {message}"
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "problem"),
+    [
+        (
+            "services:\n  - {name: Web, ports: [1]}\n",
+            "poller.yaml:2: services.0.name",
+            "not a service name",
+        ),
+        ("services:\n  - {name: a}\n", "poller.yaml:2: services.0.ports", "Field required"),
+        (
+            "services:\n  - name: a\n    ports: [1]\n    probe: {scheme: https}\n",
+            "poller.yaml:4: services.0.probe.scheme",
+            "unknown key (known: method, path, expect_status, expect_body, headers, identity)",
+        ),
+        (
+            "services:\n  - name: a\n    ports: [1]\n    route: {host: ['a b']}\n",
+            "poller.yaml:4: services.0.route.host",
+            "'a b' is not a host name",
+        ),
+        (
+            "services:\n  - name: a\n    ports: [1]\n    route: {path_prefix: api}\n",
+            "poller.yaml:4: services.0.route.path_prefix",
+            "'api' must start with /",
+        ),
+        ("services:\n  - {name: a, ports: [1], colour: red}\n", "services.0.colour", "unknown key"),
+    ],
+)
+def test_bad_service_keys_name_the_service_and_the_line(
+    tmp_path: Path, text: str, where: str, problem: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, text), environ={})
+    assert where in str(caught.value)
+    assert problem in str(caught.value)
+
+
+def test_services_cannot_come_from_the_environment() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, environ={"POLLER_SERVICES__NAME": "web"})
+    assert str(caught.value) == (
+        "POLLER_SERVICES__NAME: services are a list: set them in the YAML file"
+    )

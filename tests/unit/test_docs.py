@@ -17,6 +17,9 @@ def settings_keys(model: type[BaseModel] = Settings, prefix: str = "") -> list[s
     keys = []
     for name, field in model.model_fields.items():
         nested = field.annotation
+        items = getattr(nested, "__args__", ())  # services: a tuple of ServiceSettings
+        if items and isinstance(items[0], type) and issubclass(items[0], BaseModel):
+            nested = items[0]
         if isinstance(nested, type) and issubclass(nested, BaseModel) and not prefix:
             keys += settings_keys(nested, f"{name}.")
         else:

@@ -29,7 +29,9 @@ class RecordingRuntime:
         self.state = {e.name: ServerState(e.name, e, 2, admin) for e, admin in servers}
         self.calls: list[str] = []
         self.busy: dict[str, int] = {}  # sessions per server
-        self.stuck: set[str] = set()  # refuse deletion though `show stat` says idle
+        self.stuck: dict[str, int] = {}  # deletions refused though idle (idle connections)
+        self.late: dict[str, int] = {}  # sessions that reach a server once in maintenance
+        self.idle: set[str] = set()  # idle connections kept (a server marked down by checks)
 
     async def servers(self, backend: str) -> list[ServerState]:
         return list(self.state.values())
@@ -48,16 +50,25 @@ class RecordingRuntime:
     async def set_state(self, backend: str, name: str, state: str) -> None:
         self.calls.append(f"state {state} {name}")
         flags = {"ready": 0, "drain": DRAIN, "maint": MAINT}[state]
+        if state == "maint" and name in self.late:
+            self.busy[name] = self.late.pop(name)
         self.state[name] = ServerState(name, self.state[name].endpoint, 2, flags)
 
     async def shutdown_sessions(self, backend: str, name: str) -> None:
         self.calls.append(f"shutdown sessions {name}")
         self.busy.pop(name, None)
-        self.stuck.discard(name)
+
+    async def close_idle_connections(self, backend: str, name: str, endpoint: Endpoint) -> None:
+        self.calls.append(f"close idle {name} {endpoint}")
+        self.idle.discard(name)
 
     async def del_server(self, backend: str, name: str) -> str:
         self.calls.append(f"del {name}")
-        if self.busy.get(name) or name in self.stuck:
+        if name in self.idle:
+            return "Server still has connections attached to it, cannot remove it."
+        if self.busy.get(name) or self.stuck.get(name):
+            if name in self.stuck:
+                self.stuck[name] -= 1
             return "Server still has connections attached to it, cannot remove it."
         del self.state[name]
         return "Server deleted."
@@ -96,7 +107,7 @@ def applier(
 def test_a_replacement_is_added_and_ready_before_the_old_one_is_drained(tmp_path: Path) -> None:
     runtime = RecordingRuntime((A, 0))
     made = applier(tmp_path, runtime, A)
-    result = asyncio.run(made.apply([B], list(runtime.state.values())))
+    result = asyncio.run(made.apply({"nodes": [B]}, {"nodes": list(runtime.state.values())}))
     assert result.ok, result.error
     assert (result.method, result.added, result.removed) == ("runtime", [B.name], [A.name])
     assert runtime.calls == [
@@ -106,7 +117,7 @@ def test_a_replacement_is_added_and_ready_before_the_old_one_is_drained(tmp_path
         f"state maint {A.name}",
         f"del {A.name}",
     ]
-    assert servers_in_file(made.config_path.read_text()) == [B]  # the file follows
+    assert servers_in_file(made.config_path.read_text()) == {"nodes": [B]}  # the file follows
     assert made.master.reloads == 0  # type: ignore[attr-defined]
 
 
@@ -117,7 +128,7 @@ def test_a_server_put_aside_behind_our_back_is_put_back_at_runtime(
     """The file is already right; only HAProxy disagrees: the runtime API, no reload."""
     runtime = RecordingRuntime((A, admin))
     made = applier(tmp_path, runtime, A)
-    result = asyncio.run(made.apply([A], list(runtime.state.values())))
+    result = asyncio.run(made.apply({"nodes": [A]}, {"nodes": list(runtime.state.values())}))
     assert result.ok, result.error
     assert result.method == "runtime"
     assert runtime.calls == [f"enable health {A.name}", f"state ready {A.name}"]
@@ -127,7 +138,7 @@ def test_a_server_put_aside_behind_our_back_is_put_back_at_runtime(
 def test_nothing_is_sent_when_haproxy_and_the_file_agree(tmp_path: Path) -> None:
     runtime = RecordingRuntime((A, 0))
     made = applier(tmp_path, runtime, A)
-    result = asyncio.run(made.apply([A], list(runtime.state.values())))
+    result = asyncio.run(made.apply({"nodes": [A]}, {"nodes": list(runtime.state.values())}))
     assert (result.ok, result.method) == (True, "none")
     assert runtime.calls == []
 
@@ -141,7 +152,7 @@ def test_sessions_left_after_the_drain_timeout_are_ended_before_the_delete(
     runtime = RecordingRuntime((A, 0), (B, 0))
     runtime.busy = {A.name: 3}
     made = applier(tmp_path, runtime, A, B, drain_timeout=0.05)
-    result = asyncio.run(made.apply([B], list(runtime.state.values())))
+    result = asyncio.run(made.apply({"nodes": [B]}, {"nodes": list(runtime.state.values())}))
     assert result.ok, result.error
     assert (result.method, result.removed) == ("runtime", [A.name])
     calls = [c for i, c in enumerate(runtime.calls) if c != "show stat" or i == 1]
@@ -156,26 +167,68 @@ def test_sessions_left_after_the_drain_timeout_are_ended_before_the_delete(
     assert made.master.reloads == 0  # type: ignore[attr-defined]
 
 
-def test_streams_still_attached_after_a_clean_drain_are_ended_halfway_to_the_deadline(
+def test_streams_that_reach_a_server_after_its_drain_are_ended_after_a_grace(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """HAProxy also refuses a server that streams came to after the drain (connects being
     retried, a queue); poller retries, then ends them and deletes: still no reload."""
-    monkeypatch.setattr(executing, "DEL_RETRY_SECONDS", 0.2)
+    monkeypatch.setattr(executing, "STREAMS_GRACE_SECONDS", 0.05)
+    monkeypatch.setattr(executing, "DEL_RETRY_POLL_SECONDS", 0.01)
     runtime = RecordingRuntime((A, 0), (B, 0))
-    runtime.stuck = {A.name}
+    runtime.late = {A.name: 2}
     made = applier(tmp_path, runtime, A, B)
-    result = asyncio.run(made.apply([B], list(runtime.state.values())))
+    result = asyncio.run(made.apply({"nodes": [B]}, {"nodes": list(runtime.state.values())}))
     assert result.ok, result.error
     calls = [c for i, c in enumerate(runtime.calls) if i == 0 or c != runtime.calls[i - 1]]
     assert calls == [
         f"state drain {A.name}",
         "show stat",
         f"state maint {A.name}",
-        f"del {A.name}",  # refused, retried until halfway
+        f"del {A.name}",  # refused
+        f"close idle {A.name} {A}",  # not idle connections:
+        f"del {A.name}",  # refused again, retried for the grace
         f"shutdown sessions {A.name}",
         f"del {A.name}",
     ]
+    assert made.master.reloads == 0  # type: ignore[attr-defined]
+
+
+def test_idle_connections_to_a_server_marked_down_are_closed_before_the_delete(
+    tmp_path: Path,
+) -> None:
+    """HAProxy keeps idle keep-alive connections to a server its checks marked down (a
+    crash, a partition) and refuses to delete it until its purge timer wears them off:
+    poller has them closed at once, ends nothing, reloads nothing."""
+    runtime = RecordingRuntime((A, 0), (B, 0))
+    runtime.idle = {A.name}
+    made = applier(tmp_path, runtime, A, B)
+    result = asyncio.run(made.apply({"nodes": [B]}, {"nodes": list(runtime.state.values())}))
+    assert result.ok, result.error
+    assert runtime.calls == [
+        f"state drain {A.name}",
+        "show stat",
+        f"state maint {A.name}",
+        f"del {A.name}",
+        f"close idle {A.name} {A}",
+        f"del {A.name}",
+    ]
+    assert made.master.reloads == 0  # type: ignore[attr-defined]
+
+
+def test_a_delete_refused_without_sessions_to_see_is_retried_and_ended_each_grace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Refused though `show stat` shows no session (streams it does not count): retried,
+    what is on the server ended each grace, deleted once HAProxy lets go; no reload."""
+    monkeypatch.setattr(executing, "STREAMS_GRACE_SECONDS", 0.02)
+    monkeypatch.setattr(executing, "DEL_RETRY_POLL_SECONDS", 0.01)
+    runtime = RecordingRuntime((A, 0), (B, 0))
+    runtime.stuck = {A.name: 6}
+    made = applier(tmp_path, runtime, A, B)
+    result = asyncio.run(made.apply({"nodes": [B]}, {"nodes": list(runtime.state.values())}))
+    assert result.ok, result.error
+    assert runtime.calls.count(f"del {A.name}") == 7
+    assert runtime.calls.count(f"shutdown sessions {A.name}") >= 1
     assert made.master.reloads == 0  # type: ignore[attr-defined]
 
 
@@ -183,6 +236,7 @@ def test_a_server_haproxy_keeps_refusing_falls_back_to_a_reload(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(executing, "DEL_RETRY_SECONDS", 0.1)
+    monkeypatch.setattr(executing, "DEL_RETRY_POLL_SECONDS", 0.01)
 
     class Refusing(RecordingRuntime):
         async def del_server(self, backend: str, name: str) -> str:
@@ -191,7 +245,7 @@ def test_a_server_haproxy_keeps_refusing_falls_back_to_a_reload(
 
     runtime = Refusing((A, 0), (B, 0))
     made = applier(tmp_path, runtime, A, B)
-    result = asyncio.run(made.apply([B], list(runtime.state.values())))
+    result = asyncio.run(made.apply({"nodes": [B]}, {"nodes": list(runtime.state.values())}))
     assert result.ok, result.error
     assert result.method == "reload"
     assert result.reason.startswith(f"HAProxy refused to delete nodes/{A.name}: Server still")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from poller.applying.planning import Plan, plan, servers_in_file
@@ -30,7 +32,21 @@ def decide(
     pending_reload: bool = False,
     runtime_api: bool = True,
 ) -> Plan:
-    return plan(wanted, servers, live_text, RENDERED, same_skeleton, pending_reload, runtime_api)
+    """One backend, `nodes`, as without services."""
+    have = None if servers is None else {"nodes": servers}
+    return plan(
+        {"nodes": wanted}, have, live_text, RENDERED, same_skeleton, pending_reload, runtime_api
+    )
+
+
+def in_nodes(expected: Plan) -> Plan:
+    """A table's plan, its servers in backend `nodes`."""
+    return replace(
+        expected,
+        add=tuple(("nodes", e) for e in expected.add),  # type: ignore[misc]
+        enable=tuple(("nodes", n) for n in expected.enable),  # type: ignore[misc]
+        remove=tuple(("nodes", n) for n in expected.remove),  # type: ignore[misc]
+    )
 
 
 @pytest.mark.parametrize(
@@ -110,7 +126,7 @@ def test_plans(
     runtime_api: bool,
     expected: Plan,
 ) -> None:
-    assert decide(wanted, servers, live_text, same, pending, runtime_api) == expected
+    assert decide(wanted, servers, live_text, same, pending, runtime_api) == in_nodes(expected)
 
 
 def test_a_server_listed_at_another_address_is_never_moved_at_runtime() -> None:
@@ -121,12 +137,29 @@ def test_a_server_listed_at_another_address_is_never_moved_at_runtime() -> None:
 
 def test_additions_are_in_endpoint_order_and_removals_too() -> None:
     got = decide([C, A, B], live(), "old\n")
-    assert got.add == (A, B, C)
+    assert got.add == (("nodes", A), ("nodes", B), ("nodes", C))
     got = decide([], live(C, A, B), "old\n")
-    assert got.remove == (A.name, B.name, C.name)
+    assert got.remove == (("nodes", A.name), ("nodes", B.name), ("nodes", C.name))
     # In address order, not name order ("n_10_0_0_10_..." sorts before "n_10_0_0_9_...").
     nine, ten = Endpoint("10.0.0.9", 3000), Endpoint("10.0.0.10", 3000)
-    assert decide([], live(ten, nine), "old\n").remove == (nine.name, ten.name)
+    assert decide([], live(ten, nine), "old\n").remove == (
+        ("nodes", nine.name),
+        ("nodes", ten.name),
+    )
+
+
+def test_each_backend_is_planned_on_its_own_and_changes_go_to_their_backend() -> None:
+    """Two services: what one backend lacks is added there, whatever the other has."""
+    got = plan(
+        {"web": [A, B], "api": [B]},
+        {"web": live(A), "api": live(B, C)},
+        "old\n",
+        RENDERED,
+        True,
+        False,
+        True,
+    )
+    assert got == Plan("runtime", (("web", B),), (), (("api", C.name),), install=True)
 
 
 def test_servers_are_read_back_from_a_rendered_file_only_when_ours() -> None:
@@ -138,4 +171,6 @@ def test_servers_are_read_back_from_a_rendered_file_only_when_ours() -> None:
         "    server n_looks_like_ours not-an-address check\n"
         "    server n_fd00_0000_0000_0000_0000_0000_0000_0001_80 [fd00::1]:80 check\n"
     )
-    assert servers_in_file(text) == [A, B, Endpoint("fd00::1", 80)]
+    assert servers_in_file(text) == {"nodes": [A, B, Endpoint("fd00::1", 80)]}
+    two = "backend web\n    server n_10_0_0_1_3000 10.0.0.1:3000\nbackend api\nbackend x\n"
+    assert servers_in_file(two) == {"web": [A], "api": [], "x": []}

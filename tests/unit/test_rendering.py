@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
 from poller.applying.planning import servers_in_file
-from poller.config import load_settings
+from poller.config import Settings, load_settings
 from poller.endpoints import Endpoint as Server
 from poller.errors import TemplateError
 from poller.rendering import (
@@ -25,7 +26,7 @@ BUILTIN = load_template(None)
 
 
 def rendered(servers: list[Server], template: Template = BUILTIN) -> str:
-    return render(template, context(SETTINGS.haproxy, SETTINGS.probe, servers))
+    return render(template, context(SETTINGS, servers))
 
 
 addresses = st.builds(
@@ -45,7 +46,7 @@ def test_same_pool_same_bytes_in_any_order(servers: list[Server], rnd: object) -
 
 @given(st.lists(addresses, max_size=20))
 def test_rendered_servers_can_be_read_back(servers: list[Server]) -> None:
-    assert servers_in_file(rendered(servers)) == sorted(
+    assert servers_in_file(rendered(servers))["nodes"] == sorted(
         set(servers), key=lambda s: (tuple(int(x) for x in s.address.split(".")), s.port)
     )
 
@@ -84,7 +85,7 @@ def test_the_original_lab_is_in_the_builtin_template() -> None:
 
 def test_retry_on_is_opt_in() -> None:
     settings = load_settings(None, environ={"POLLER_HAPROXY__RETRY_ON": "true"})
-    text = render(BUILTIN, context(settings.haproxy, settings.probe, []))
+    text = render(BUILTIN, context(settings, []))
     assert "retry-on all-retryable-errors" in text
 
 
@@ -97,7 +98,7 @@ def test_ipv6_names_and_endpoints() -> None:
 
 def test_probe_headers_are_quoted_as_one_word() -> None:
     settings = load_settings(None, environ={"POLLER_PROBE__HEADERS": "{Host: app example}"})
-    text = render(BUILTIN, context(settings.haproxy, settings.probe, []))
+    text = render(BUILTIN, context(settings, []))
     assert "http-check send meth GET uri / hdr Host 'app example'" in text
 
 
@@ -120,7 +121,7 @@ def test_a_template_variable_with_a_line_break_never_reaches_the_file(value: str
     start a new HAProxy directive."""
     template = Template("mine.j2", "global\n    log {{ vars.target | hq }}\n")
     settings = load_settings(None, environ={})
-    variables = context(settings.haproxy, settings.probe, [])
+    variables = context(settings, [])
     variables["vars"] = {"target": value}
     with pytest.raises(TemplateError, match=r"mine\.j2:2: cannot render"):
         render(template, variables)
@@ -147,7 +148,7 @@ def test_unreadable_template_is_named(tmp_path: Path) -> None:
 def test_template_vars_reach_custom_templates() -> None:
     settings = load_settings(None, environ={"POLLER_HAPROXY__TEMPLATE_VARS": "{maxconn: 500}"})
     template = Template("t.j2", "maxconn {{ vars.maxconn }}\n")
-    assert render(template, context(settings.haproxy, settings.probe, [])) == "maxconn 500\n"
+    assert render(template, context(settings, [])) == "maxconn 500\n"
 
 
 EVERY_VARIABLE = """\
@@ -172,9 +173,7 @@ def test_a_custom_template_sees_every_documented_variable() -> None:
         },
     )
     servers = [Server("10.0.0.10", 3000), Server("fd00::1", 80)]
-    text = render(
-        Template("all.j2", EVERY_VARIABLE), context(settings.haproxy, settings.probe, servers)
-    )
+    text = render(Template("all.j2", EVERY_VARIABLE), context(settings, servers))
     h = settings.haproxy
     assert text == (
         "n_10_0_0_10_3000 10.0.0.10 3000 10.0.0.10:3000\n"
@@ -193,7 +192,7 @@ def test_the_readme_documents_every_template_variable() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     table = readme.split("Template variables:", 1)[1].split("\n\n", 2)[1]
     documented = {name for row in table.splitlines() for name in row.split("|")[1].split("`")[1::2]}
-    assert documented == set(context(SETTINGS.haproxy, SETTINGS.probe, []))
+    assert documented == set(context(SETTINGS, []))
 
 
 def test_a_template_file_is_read_as_utf8_and_named_by_its_path(tmp_path: Path) -> None:
@@ -210,3 +209,54 @@ def test_a_filter_refusing_a_value_names_the_template_line() -> None:
     with pytest.raises(TemplateError) as caught:
         render(template, {"members": "a\nb"})
     assert str(caught.value).startswith("mine.j2:1: cannot render: ")
+
+
+SERVICES_YAML = {
+    "services": [
+        {"name": "web", "ports": [3000], "backend": "nodes", "route": {"default": True}},
+        {"name": "api", "ports": [3001], "route": {"path_prefix": "/api", "host": "API.example"}},
+        {"name": "admin", "ports": [3002], "route": {"host": ["admin.local", "admin"]}},
+    ]
+}
+
+
+def with_services(tmp_path: Path, data: dict[str, object]) -> Settings:
+    path = tmp_path / "poller.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return load_settings(path, environ={})
+
+
+def test_several_services_get_one_backend_each_and_frontend_rules_in_order(
+    tmp_path: Path,
+) -> None:
+    settings = with_services(tmp_path, SERVICES_YAML)
+    servers = {"nodes": [Server("10.0.0.2", 3000)], "api": [Server("10.0.0.3", 3001)]}
+    text = render(BUILTIN, context(settings, servers))
+    frontend = text.split("frontend localnodes\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert [line.strip() for line in frontend] == [
+        "bind :80",
+        "acl api_host req.hdr(host),field(1,:) -i api.example",
+        "acl api_path path_beg /api",
+        "use_backend api if api_host api_path",  # host and path together
+        "acl admin_host req.hdr(host),field(1,:) -i admin.local admin",
+        "use_backend admin if admin_host",
+        "default_backend nodes",
+    ]
+    assert servers_in_file(text) == {**servers, "admin": []}
+    blocks = text.split("\nbackend ")[1:]
+    assert [block.split("\n", 1)[0] for block in blocks] == ["nodes", "api", "admin"]
+
+
+def test_one_service_renders_byte_for_byte_as_without_services(tmp_path: Path) -> None:
+    one = {"services": [{"name": "web", "ports": [3000], "backend": "nodes"}]}
+    settings = with_services(tmp_path, one)
+    servers = [Server("10.0.0.2", 3000)]
+    assert render(BUILTIN, context(settings, servers)) == rendered(servers)
+
+
+def test_slowstart_is_a_server_option_off_by_default() -> None:
+    assert "slowstart" not in rendered([Server("10.0.0.2", 3000)])
+    settings = load_settings(None, environ={"POLLER_HAPROXY__SLOWSTART_SECONDS": "2.5"})
+    text = render(BUILTIN, context(settings, [Server("10.0.0.2", 3000)]))
+    (line,) = [line for line in text.splitlines() if line.strip().startswith("server ")]
+    assert line.endswith(" slowstart 2500ms")

@@ -28,11 +28,11 @@ def make_pool() -> Pool:
 
 def test_round_trip_keeps_members_states_and_identities(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "state.json"
-    states.save(path, make_pool(), mono_now=110.0, wall_now=1000.0)
-    saved = states.load(path, mono_now=5.0, wall_now=1003.0)
+    states.save(path, {"default": make_pool()}, mono_now=110.0, wall_now=1000.0)
+    saved = states.load(path, mono_now=5.0, wall_now=1003.0, services=["default"])
     assert saved is not None
     assert saved.pending_reload is False
-    members = saved.pool.all()
+    members = saved.pools["default"].all()
     assert [(m.endpoint.address, m.state, m.identity) for m in members] == [
         ("10.0.0.1", State.UP, None),
         ("10.0.0.2", State.UP, "b"),
@@ -46,7 +46,7 @@ def test_round_trip_keeps_members_states_and_identities(tmp_path: Path) -> None:
 def test_a_reload_owed_by_an_older_state_file_is_still_read(tmp_path: Path) -> None:
     path = tmp_path / "state.json"
     path.write_text('{"version": 1, "pending_reload": true, "members": []}')
-    saved = states.load(path, 0.0, 0.0)
+    saved = states.load(path, 0.0, 0.0, ["default"])
     assert saved is not None
     assert saved.pending_reload is True
 
@@ -61,7 +61,26 @@ def test_the_reload_journal_survives_a_restart(tmp_path: Path) -> None:
 
 
 def test_missing_file_is_no_state(tmp_path: Path) -> None:
-    assert states.load(tmp_path / "none.json", 0.0, 0.0) is None
+    assert states.load(tmp_path / "none.json", 0.0, 0.0, ["default"]) is None
+
+
+def test_each_service_keeps_its_pool_and_a_one_pool_file_is_the_first_services(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.json"
+    states.save(path, {"web": make_pool(), "api": Pool()}, 110.0, 1000.0)
+    saved = states.load(path, 110.0, 1000.0, ["api", "web", "admin"])
+    assert saved is not None
+    assert {name: len(p.members) for name, p in saved.pools.items()} == {"api": 0, "web": 2}
+    # Written by poller before services: version 1, one pool.
+    path.write_text(
+        '{"version": 1, "members": [{"address": "10.0.0.1", "port": 80, "identity": null,'
+        ' "state": "up", "successes": 1, "failures": 0, "since": 0}]}'
+    )
+    saved = states.load(path, 0.0, 0.0, ["web", "api"])
+    assert saved is not None
+    assert [len(saved.pools[n].members) for n in saved.pools] == [1]
+    assert list(saved.pools) == ["web"]
 
 
 @pytest.mark.parametrize(
@@ -83,13 +102,13 @@ def test_corrupt_state_is_a_state_error_naming_the_file(tmp_path: Path, content:
     path = tmp_path / "state.json"
     path.write_text(content)
     with pytest.raises(StateError, match=r"state\.json: unusable state file"):
-        states.load(path, 0.0, 0.0)
+        states.load(path, 0.0, 0.0, ["default"])
 
 
 def test_save_leaves_no_temp_files(tmp_path: Path) -> None:
     path = tmp_path / "state.json"
     for _ in range(3):
-        states.save(path, make_pool(), 0.0, 0.0)
+        states.save(path, {"default": make_pool()}, 0.0, 0.0)
     assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
 
 
