@@ -48,7 +48,7 @@ CASES = (
 def measure(
     workdir: Path, name: str, network: str, hosts: tuple[int, ...], interval: float, window: float
 ) -> list[str]:
-    lab = NetLab(workdir, network=network, prefix=f"pf{os.getpid() % 10000}")
+    lab = NetLab(workdir, network=network, prefix=f"pf{os.getpid() % 10000}", single_service=True)
     before = overflow_lines()
     try:
         lab.start_haproxy()

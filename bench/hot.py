@@ -48,7 +48,7 @@ def packets_sent(lab: NetLab) -> int:
 
 def measure(workdir: Path, interval: float, joins: int, rest: float) -> list[str]:
     """One case: join times, failed requests, and the cost at rest (the row's cells)."""
-    lab = NetLab(workdir, network=NETWORK, prefix=f"ph{os.getpid() % 10000}")
+    lab = NetLab(workdir, network=NETWORK, prefix=f"ph{os.getpid() % 10000}", single_service=True)
     before = overflow_lines()
     try:
         lab.start_haproxy()

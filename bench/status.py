@@ -45,8 +45,9 @@ def filled_snapshot() -> views.Snapshot:
         last = LastProbe(now, "ok", 1.5, 200)
         members.append(Member(endpoint, f"container-{i:04x}", state, 2, 0, now - i, last))
         for j in range(30):
-            history.probe(endpoint, None if j % 11 == 0 else 1.0 + (i + j) % 7)
+            history.probe(("default", endpoint), None if j % 11 == 0 else 1.0 + (i + j) % 7)
     history.member_events(
+        "default",
         [
             Event(EventKind.UP, Endpoint(f"127.0.8.{1 + i % 254}", 3000), now, f"container-{i:04x}")
             for i in range(200)
@@ -67,7 +68,7 @@ def filled_snapshot() -> views.Snapshot:
     return views.Snapshot(
         mono=now,
         wall=wall,
-        members=members,
+        members=[("default", m) for m in members],
         latencies=history.latencies,
         discovery={
             "subnets": ["127.0.8.0/23"],
@@ -78,7 +79,8 @@ def filled_snapshot() -> views.Snapshot:
             "last_sweep": None,
             "next_sweep_at": None,
         },
-        live=frozenset(m.endpoint for m in members if m.serving),
+        live=frozenset(("default", m.endpoint) for m in members if m.serving),
+        services=[{"name": "default", "backend": "nodes", "ports": [3000]}],
         changes=list(history.changes),
         events=list(history.events),
         stats_port=1936,

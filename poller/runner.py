@@ -88,7 +88,7 @@ class Daemon:
         self.schedule.start(self.settings)
         self._export_settings()
         tasks = {
-            *(self._task(f"checker {c.service}", c.run()) for c in self.checkers),
+            *(self._task(_checker_name(c, len(self.checkers)), c.run()) for c in self.checkers),
             self._task("discoverer", self.discoverer.run()),
             self._task("reconciler", self.reconciler.run()),
             self._task(
@@ -240,6 +240,10 @@ class Daemon:
             started_mono=self.started_mono,
             reconcile_interval_seconds=self.settings.haproxy.reconcile_interval_seconds,
         )
+
+
+def _checker_name(checker: Checker, count: int) -> str:
+    return f"checker {checker.service}" if count > 1 else "checker"
 
 
 def _prober(settings: Settings) -> Prober:

@@ -86,7 +86,7 @@ def test_env_errors_name_the_variable() -> None:
 def test_check_config_accepts_the_shipped_config() -> None:
     run = poller("check-config", "--config", "config/poller.yaml")
     assert run.returncode == 0, run.stderr
-    assert run.stdout == "ok: 252 targets in 192.168.42.0/24, ports 3000\n"
+    assert run.stdout == "ok: 504 targets in 192.168.42.0/24, ports 3000, 3001\n"
 
 
 def test_check_config_json_prints_effective_settings() -> None:

@@ -132,11 +132,11 @@ def test_an_unexpected_error_in_member_checks_is_logged_and_checking_goes_on(
     real = daemon.prober.checks
     calls = []
 
-    async def flaky(endpoints: Any) -> Any:
+    async def flaky(endpoints: Any, service: str = "") -> Any:
         calls.append(endpoints)
         if len(calls) == 1:
             raise RuntimeError("injected into a check")
-        return await real(endpoints)
+        return await real(endpoints, service)
 
     daemon.prober.checks = flaky  # type: ignore[method-assign]
     ok = daemon.metrics.sweeps.labels(kind="check", result="ok")
@@ -189,7 +189,8 @@ def test_a_task_that_ends_ends_the_daemon_loudly(
     if task == "clock":
         monkeypatch.setattr("poller.runner.clocks.watch", lambda *args: ending())
     else:
-        monkeypatch.setattr(getattr(daemon, task), "run", ending)
+        owner = daemon.checkers[0] if task == "checker" else getattr(daemon, task)
+        monkeypatch.setattr(owner, "run", ending)
     error = run_for(daemon, lambda: False)
     assert isinstance(error, DaemonFailed)
     assert task in str(error)

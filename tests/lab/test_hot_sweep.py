@@ -27,7 +27,9 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetLab]:
     requires_root()
     if shutil.which("haproxy") is None:
         pytest.fail("haproxy is not installed; .ci/run installs it")
-    lab = NetLab(tmp_path_factory.mktemp("nethot"), network="10.78.0.0/16", prefix="plh")
+    lab = NetLab(
+        tmp_path_factory.mktemp("nethot"), network="10.78.0.0/16", prefix="plh", single_service=True
+    )
     try:
         yield lab
     finally:

@@ -25,7 +25,12 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetLab]:
     requires_root()
     if shutil.which("haproxy") is None:
         pytest.fail("haproxy is not installed; .ci/run installs it")
-    lab = NetLab(tmp_path_factory.mktemp("netlab16"), network="10.77.0.0/16", prefix="pl16")
+    lab = NetLab(
+        tmp_path_factory.mktemp("netlab16"),
+        network="10.77.0.0/16",
+        prefix="pl16",
+        single_service=True,
+    )
     try:
         yield lab
     finally:

@@ -29,6 +29,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from tests.support.labs import ROOT, WEBAPP, HAProxyView, ProcessLab, metric_value
 
 POLLER_YAML = ROOT / "config" / "poller.yaml"
@@ -58,7 +60,11 @@ class NetLab(ProcessLab):
         network: str = "192.168.42.0/24",
         prefix: str | None = None,
         fast_arp: bool = True,
+        single_service: bool = False,
     ) -> None:
+        """`single_service`: config/poller.yaml without its `services` (the web nodes'
+        port 3000 alone, backend `nodes`), for the /16 sweeps: two ports there are twice
+        the targets, over the default `max_targets`."""
         if os.geteuid() != 0:
             raise PermissionError("the namespace lab needs root (ip netns, veth, bridge)")
         super().__init__(workdir)
@@ -91,6 +97,14 @@ class NetLab(ProcessLab):
         self.config_dir.mkdir(exist_ok=True)
         self.run_dir.mkdir(exist_ok=True)
         self.haproxy = HAProxyView(self.run_dir / "admin.sock", self.run_dir / "master.sock")
+        self.poller_yaml = POLLER_YAML
+        if single_service:
+            data = yaml.safe_load(POLLER_YAML.read_text())
+            del data["services"]
+            data["discovery"]["ports"] = [3000]
+            data["haproxy"]["backend"] = "nodes"
+            self.poller_yaml = self.workdir / "poller.yaml"
+            self.poller_yaml.write_text(yaml.safe_dump(data))
 
     def address(self, host: int) -> str:
         if self.prefixlen >= 24:
@@ -227,7 +241,7 @@ class NetLab(ProcessLab):
                 "poller",
                 "render",
                 "--config",
-                str(POLLER_YAML),
+                str(self.poller_yaml),
                 "--output",
                 str(self.config_dir / "haproxy.cfg"),
             ],
@@ -260,7 +274,7 @@ class NetLab(ProcessLab):
         self.start(
             "poller",
             self.poller_ns,
-            [sys.executable, "-m", "poller", "run", "--config", str(POLLER_YAML)],
+            [sys.executable, "-m", "poller", "run", "--config", str(self.poller_yaml)],
             env={**self.poller_env(), **dict(extra_env)},
             ready=lambda: "poller running" in self.log("poller"),
         )
