@@ -40,7 +40,9 @@ from bench.common import (
     machine_description,
     markdown_table,
     median,
+    pyplot,
     run_child,
+    save_figure,
     write_section,
 )
 from tests.support.netlab import NetLab, overflow_lines
@@ -235,11 +237,7 @@ def speed_rows(size: str, live: int, results: dict[str, Measured]) -> list[list[
 
 
 def plot(targets: list[tuple[int, float, float]], members: list[tuple[int, float, float]]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
     for axis, points, label in (
         (left, targets, "targets (addresses x 1 port), 10 live nodes"),
@@ -256,10 +254,7 @@ def plot(targets: list[tuple[int, float, float]], members: list[tuple[int, float
     left.set_xscale("log", base=2)
     figure.suptitle("poller scan (ARP pre-sweep): cost against subnet size and members")
     figure.tight_layout()
-    PLOT.parent.mkdir(parents=True, exist_ok=True)
-    tmp = PLOT.with_suffix(".tmp.png")
-    figure.savefig(tmp)
-    tmp.replace(PLOT)
+    save_figure(figure, PLOT)
 
 
 def main() -> None:

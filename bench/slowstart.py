@@ -27,6 +27,8 @@ from bench.common import (
     machine_description,
     markdown_table,
     median,
+    pyplot,
+    save_figure,
     write_section,
 )
 from tests.support.labs import current_connections, wait_for, wrk_failures
@@ -90,11 +92,7 @@ def one_round(workdir: Path, slowstart: float | None, seconds: int) -> tuple[lis
 
 
 def plot(shares: dict[str, list[float]]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(7, 4), dpi=100)
     for (name, values), marker in zip(shares.items(), ("o", "s"), strict=False):
         axis.step(range(1, len(values) + 1), values, where="pre", marker=marker, label=name)
@@ -106,9 +104,7 @@ def plot(shares: dict[str, list[float]]) -> None:
     axis.legend(loc="lower right")
     figure.suptitle("A joining node's share under wrk: HAProxy slow start off and on")
     figure.tight_layout()
-    tmp = PLOT.with_suffix(".tmp.png")
-    figure.savefig(tmp)
-    tmp.replace(PLOT)
+    save_figure(figure, PLOT)
 
 
 def main() -> None:

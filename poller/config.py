@@ -655,11 +655,12 @@ class Settings(_Section):
     def _services_apart(self) -> Settings:
         if not self.services:
             return self
-        for key in ("ports",):
-            if key in self.discovery.model_fields_set:
-                raise ValueError(
-                    f"discovery.{key} is not used with services: give each service its ports"
-                )
+        if "ports" in self.discovery.model_fields_set:
+            # Set in the file, POLLER_DISCOVERY__PORTS or `scan --port`: say all three.
+            raise ValueError(
+                "discovery.ports (or --port, POLLER_DISCOVERY__PORTS) is not used with "
+                "services: give each service its ports"
+            )
         if "backend" in self.haproxy.model_fields_set:
             raise ValueError(
                 "haproxy.backend is not used with services: give each service its backend"

@@ -390,7 +390,8 @@ def test_without_services_the_top_level_settings_are_one_service() -> None:
         ),
         (
             "discovery:\n  ports: [3000]\nservices:\n  - {name: a, ports: [1]}\n",
-            "discovery.ports is not used with services: give each service its ports",
+            "discovery.ports (or --port, POLLER_DISCOVERY__PORTS) is not used with services: "
+            "give each service its ports",
         ),
         (
             "haproxy:\n  backend: x\nservices:\n  - {name: a, ports: [1]}\n",
