@@ -25,8 +25,12 @@ def test_shipped_config_is_the_builtin_default_plus_identity_and_two_services() 
     web, api = shipped.service_list()
     assert (web.name, web.ports, web.backend, web.default) == ("web", (3000,), "nodes", True)
     assert (api.name, api.ports, api.backend, api.path_prefix) == ("api", (3001,), "api", "/api")
+    assert shipped.haproxy.retry_on  # the demo app answers GETs: safe to replay
     # The rest is the built-in default: one service on port 3000, backend `nodes`.
-    assert shipped.model_copy(update={"probe": Settings().probe, "services": ()}) == Settings()
+    defaults = Settings()
+    update = {"probe": defaults.probe, "services": (), "haproxy": defaults.haproxy}
+    assert shipped.haproxy.model_copy(update={"retry_on": False}) == defaults.haproxy
+    assert shipped.model_copy(update=update) == defaults
 
 
 def test_empty_file_gives_defaults(tmp_path: Path) -> None:
