@@ -160,6 +160,13 @@ def test_05_restarting_the_poller_changes_nothing_in_haproxy(project: ComposePro
     project.compose("up", "-d", "--no-deps", "--scale", "webapp=3", "webapp")
     follows(project, "3 nodes served")
     haproxy = project.haproxy()
+    # Settled first: earlier scale-downs may have left removals the guard still holds
+    # (HAProxy lists them, DOWN) until guard.max_hold_seconds; a restart forgets holds.
+    wait_for(
+        lambda: haproxy.listed() == project.addresses(),
+        SETTINGS.guard.max_hold_seconds + 15,
+        "held removals to be released",
+    )
     before_servers, before_reloads = haproxy.states(), haproxy.reloads()
     project.compose("restart", "poller")
     expected = {
