@@ -212,6 +212,14 @@ def parse_status_ranges(value: Any) -> StatusRanges:
     return tuple(sorted(set(ranges)))
 
 
+def _status_ranges(value: Any) -> StatusRanges:
+    """A validator's view: ranges already parsed (a settings object rebuilt from another)
+    stay as they are."""
+    if isinstance(value, tuple) and all(isinstance(r, tuple) for r in value):
+        return value
+    return parse_status_ranges(value)
+
+
 class ProbeSettings(_Section):
     """How one candidate is asked whether it is healthy."""
 
@@ -246,12 +254,7 @@ class ProbeSettings(_Section):
         default=65536, ge=0, le=16 * 1024 * 1024, description="Body bytes read at most."
     )
 
-    @field_validator("expect_status", mode="before")
-    @classmethod
-    def _parse_status(cls, value: Any) -> StatusRanges:
-        if isinstance(value, tuple) and all(isinstance(r, tuple) for r in value):
-            return value
-        return parse_status_ranges(value)
+    _parse_status = field_validator("expect_status", mode="before")(_status_ranges)
 
     @field_validator("path")
     @classmethod
@@ -491,9 +494,7 @@ class ServiceProbeSettings(_Section):
     @field_validator("expect_status", mode="before")
     @classmethod
     def _parse_status(cls, value: Any) -> StatusRanges | None:
-        if value is None or (isinstance(value, tuple) and all(isinstance(r, tuple) for r in value)):
-            return value
-        return parse_status_ranges(value)
+        return None if value is None else _status_ranges(value)
 
 
 class RouteSettings(_Section):
@@ -508,10 +509,7 @@ class RouteSettings(_Section):
     )
     default: bool = Field(default=False, description="Requests no other service takes.")
 
-    @field_validator("host", mode="before")
-    @classmethod
-    def _split(cls, value: Any) -> Any:
-        return _as_list(value)
+    _split = field_validator("host", mode="before")(_as_list)
 
     @field_validator("host")
     @classmethod
@@ -567,10 +565,7 @@ class ServiceSettings(_Section):
             )
         return value
 
-    @field_validator("ports", mode="before")
-    @classmethod
-    def _split(cls, value: Any) -> Any:
-        return _as_list(value)
+    _split = field_validator("ports", mode="before")(_as_list)
 
     @field_validator("ports")
     @classmethod
