@@ -14,11 +14,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from poller.endpoints import Endpoint
+from poller.history import Key
 from poller.pools import Member
 from poller.status import Response, Route, page_routes
-
-Key = tuple[str, Endpoint]  # (service, endpoint): a member
 
 # /healthz turns 503 after this many periods without a successful sweep, or without
 # HAProxy brought (or found) in step.
@@ -75,7 +73,7 @@ def pool(snapshot: Snapshot) -> dict[str, Any]:
         "discovery": dict(snapshot.discovery),
         "guard": {"holding": bool(snapshot.held), "reason": snapshot.hold_reason},
         "haproxy": {
-            "live": [f"{e}" for _, e in sorted(snapshot.live, key=lambda k: (k[1], k[0]))],
+            "live": [str(e) for _, e in sorted(snapshot.live, key=lambda k: (k[1], k[0]))],
             "live_by_service": {
                 s["name"]: [str(e) for n, e in sorted(snapshot.live) if n == s["name"]]
                 for s in snapshot.services
