@@ -18,7 +18,6 @@ import argparse
 import os
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from bench.churn import percentile
@@ -39,24 +38,18 @@ from tests.support.engine import (
     join_swarm,
     problem,
     running,
+    served,
     timed,
 )
-from tests.support.labs import HAProxyView, wait_for
+from tests.support.labs import wait_for
 
 FRONTEND = "http://127.0.0.1:80/"
 
 
-def _serving(view: Callable[[], HAProxyView]) -> set[str]:
-    try:
-        return view().serving()
-    except OSError:
-        return set()
-
-
-def _follow(addresses: Callable[[], set[str]], view: Callable[[], HAProxyView], n: int) -> float:
+def _follow(stack: ComposeProject | SwarmStack, n: int) -> float:
     def right() -> bool:
-        running_now = addresses()
-        return len(running_now) == n and _serving(view) == running_now
+        running_now = stack.addresses()
+        return len(running_now) == n and served(stack) == running_now
 
     return timed(right, 120, f"{n} containers served")
 
@@ -66,7 +59,7 @@ def compose_rounds(engine: Engine, rounds: int, workdir: Path) -> dict[str, obje
     project.compose("up", "-d", "--build", "--scale", "webapp=3", timeout=900)
     times: dict[str, list[float]] = {"up": [], "down": [], "kill": []}
     try:
-        _follow(project.addresses, project.haproxy, 3)
+        _follow(project, 3)
         with Load(engine, FRONTEND, workdir / "wrk-compose.txt") as load:
             wait_for(lambda: project.haproxy().connections() > 0, 10, "wrk to connect")
             for _ in range(rounds):
@@ -74,7 +67,7 @@ def compose_rounds(engine: Engine, rounds: int, workdir: Path) -> dict[str, obje
                     project.compose(
                         "up", "-d", "--no-deps", "--scale", f"webapp={replicas}", "webapp"
                     )
-                    times[kind].append(_follow(project.addresses, project.haproxy, replicas))
+                    times[kind].append(_follow(project, replicas))
         requests, failed = load.result()
         for _ in range(rounds):
             victim = project.containers("webapp")[0]
@@ -86,10 +79,10 @@ def compose_rounds(engine: Engine, rounds: int, workdir: Path) -> dict[str, obje
             ).stdout.strip()
             engine.docker("kill", victim)
             times["kill"].append(
-                timed(lambda a=address: a not in _serving(project.haproxy), 10, "out of rotation")
+                timed(lambda a=address: a not in served(project), 10, "out of rotation")
             )
             project.compose("up", "-d", "--no-deps", "--scale", "webapp=3", "webapp")
-            _follow(project.addresses, project.haproxy, 3)
+            _follow(project, 3)
     finally:
         project.compose("down", "-v", "--timeout", "5")
     return {"times": times, "requests": requests, "failed": failed}
@@ -102,14 +95,14 @@ def swarm_rounds(engine: Engine, rounds: int, workdir: Path) -> dict[str, object
     try:
         stack.build_images()
         stack.deploy()
-        _follow(stack.addresses, stack.haproxy, 4)
+        _follow(stack, 4)
         with Load(engine, FRONTEND, workdir / "wrk-swarm.txt") as load:
             wait_for(lambda: stack.haproxy().connections() > 0, 10, "wrk to connect")
             for _ in range(rounds):
                 for replicas, kind in ((8, "up"), (4, "down")):
                     started = time.monotonic()
                     stack.scale("webapp", replicas)
-                    _follow(stack.addresses, stack.haproxy, replicas)
+                    _follow(stack, replicas)
                     times[kind].append(time.monotonic() - started)
         requests, failed = load.result()
     finally:

@@ -24,6 +24,7 @@ from tests.support.engine import (
     Engine,
     Load,
     problems_in_log,
+    served,
     server_lines,
     timed,
 )
@@ -53,13 +54,6 @@ def project(engine: Engine) -> Iterator[ComposeProject]:
     # Read the logs of what ran: nothing at warning or above that no test asked for.
     unexpected = [line for line in problems_in_log(poller_log) if "guard" not in line]
     assert unexpected == [], "\n".join(unexpected[:20])
-
-
-def served(project: ComposeProject) -> set[str]:
-    try:
-        return project.haproxy().serving()
-    except OSError:
-        return set()
 
 
 def follows(project: ComposeProject, what: str, timeout: float = 60) -> float:

@@ -15,7 +15,15 @@ from pathlib import Path
 import pytest
 
 from poller.config import load_settings
-from tests.support.engine import Engine, Load, SwarmStack, join_swarm, problems_in_log, timed
+from tests.support.engine import (
+    Engine,
+    Load,
+    SwarmStack,
+    join_swarm,
+    problems_in_log,
+    served,
+    timed,
+)
 from tests.support.labs import wait_for
 from tests.support.processes import ROOT
 
@@ -44,13 +52,6 @@ def stack(engine: Engine) -> Iterator[SwarmStack]:
         engine.docker("swarm", "leave", "--force", check=False)
     unexpected = [line for line in problems_in_log(poller_log) if "guard" not in line]
     assert unexpected == [], "\n".join(unexpected[:20])
-
-
-def served(stack: SwarmStack) -> set[str]:
-    try:
-        return stack.haproxy().serving()
-    except OSError:
-        return set()
 
 
 def follows(stack: SwarmStack, replicas: int, timeout: float) -> float:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import engine as engines
-from tests.support.engine import Load, SwarmStack, problems_in_log, timed
+from tests.support.engine import Load, SwarmStack, problems_in_log, served, timed
 from tests.support.hosts import TwoHosts, two_hosts
 from tests.support.labs import wait_for
 
@@ -57,13 +57,6 @@ def swarm() -> Iterator[tuple[TwoHosts, SwarmStack]]:
     )
     unexpected = [line for line in problems_in_log(log) if not any(e in line for e in expected)]
     assert unexpected == [], "\n".join(unexpected[:20])
-
-
-def served(stack: SwarmStack) -> set[str]:
-    try:
-        return stack.haproxy().serving()
-    except OSError:
-        return set()
 
 
 def distinct_hosts(hosts: TwoHosts, tries: int = 24) -> int:

@@ -478,3 +478,11 @@ def join_swarm(engine: Engine, address: str = "127.0.0.1") -> str:
     node = engine.docker("node", "ls", "-q").stdout.split()[0]
     engine.docker("node", "update", "--label-add", "lb=true", node)
     return node
+
+
+def served(stack: ComposeProject | SwarmStack) -> set[str]:
+    """What the stack's HAProxy serves; nothing while its sockets are not there yet."""
+    try:
+        return stack.haproxy().serving()
+    except OSError:
+        return set()
