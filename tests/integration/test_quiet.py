@@ -24,6 +24,7 @@ from tests.support.labs import wait_for
 from tests.support.loopback import Lab
 
 NODES = [f"127.0.3.{i}" for i in range(2, 7)]
+A_NAME = "n_127_0_3_2_3000"  # NODES[0] as HAProxy names it
 SOAK_SECONDS = 20.0
 
 
@@ -88,31 +89,40 @@ def test_sigint_during_a_sweep_exits_0_with_no_traceback(lab: Lab) -> None:
     assert '"msg": "stopped"' in log
 
 
-def test_sigterm_during_a_drain_finishes_the_apply_and_exits_0(lab: Lab) -> None:
+def slow_clients(lab: Lab, delay_ms: int, count: int, timeout: float) -> list[threading.Thread]:
+    """Members `a` and `b` served, `a` made to answer in `delay_ms`, and `count` clients
+    started through HAProxy: those sent to `a` hold sessions there."""
     lab.start_node(NODES[0], "a")
     lab.start_node(NODES[1], "b")
     lab.start_poller()
     wait_for(lambda: serves(lab, NODES[0], NODES[1]), 10, "two members")
-    # Slow requests hold sessions on `a` while `a` leaves: the apply drains them.
     request = urllib.request.Request(
-        f"http://{NODES[0]}:3000/delay", data=b'{"delay": 1500}', method="POST"
+        f"http://{NODES[0]}:3000/delay",
+        data=json.dumps({"delay": delay_ms}).encode(),
+        method="POST",
     )
     urllib.request.urlopen(request, timeout=5).close()
-    clients = [threading.Thread(target=lab.get, kwargs={"timeout": 10}) for _ in range(8)]
+    clients = [threading.Thread(target=lab.get, kwargs={"timeout": timeout}) for _ in range(count)]
     for client in clients:
         client.start()
+    return clients
+
+
+def busy(lab: Lab) -> bool:
+    """HAProxy has sessions on `a`."""
+    return parse_sessions(lab.admin("show stat nodes 4 -1"), "nodes").get(A_NAME, 0) > 0
+
+
+def test_sigterm_during_a_drain_finishes_the_apply_and_exits_0(lab: Lab) -> None:
+    # Slow requests hold sessions on `a` while `a` leaves: the apply drains them.
+    clients = slow_clients(lab, delay_ms=1500, count=8, timeout=10)
     try:
-
-        def busy() -> bool:
-            sessions = parse_sessions(lab.admin("show stat nodes 4 -1"), "nodes")
-            return sessions.get("n_127_0_3_2_3000", 0) > 0
-
-        wait_for(busy, 5, "slow requests on the leaving member")
+        wait_for(lambda: busy(lab), 5, "slow requests on the leaving member")
         # Graceful: it finishes what it serves (not waited for here: that is the drain).
         os.kill(lab.procs[f"node-{NODES[0]}"].pid, signal.SIGTERM)
 
         def draining() -> bool:
-            admin = lab.servers().get("n_127_0_3_2_3000")
+            admin = lab.servers().get(A_NAME)
             return admin is not None and bool(admin[2] & 0x08)
 
         wait_for(draining, 10, "the leaving member to be drained")
@@ -125,7 +135,7 @@ def test_sigterm_during_a_drain_finishes_the_apply_and_exits_0(lab: Lab) -> None
     assert '"msg": "stopped"' in log
     # The apply finished before the stop: HAProxy and its file agree on `b` alone.
     assert serves(lab, NODES[1])
-    assert "n_127_0_3_2_3000" not in lab.config_path.read_text()
+    assert A_NAME not in lab.config_path.read_text()
 
 
 def test_a_member_that_stops_answering_mid_request_is_deleted_at_runtime(lab: Lab) -> None:
@@ -134,22 +144,8 @@ def test_a_member_that_stops_answering_mid_request_is_deleted_at_runtime(lab: La
     ends them (`shutdown sessions server`) and deletes `a` at runtime: no reload, and the
     stuck clients get their answer in seconds, not after HAProxy's `timeout server`."""
     lab.write_settings({"haproxy": {"drain_timeout_seconds": 1.0}})
-    lab.start_node(NODES[0], "a")
-    lab.start_node(NODES[1], "b")
-    lab.start_poller()
-    wait_for(lambda: serves(lab, NODES[0], NODES[1]), 10, "two members")
-    request = urllib.request.Request(
-        f"http://{NODES[0]}:3000/delay", data=b'{"delay": 3000}', method="POST"
-    )
-    urllib.request.urlopen(request, timeout=5).close()
-    clients = [threading.Thread(target=lab.get, kwargs={"timeout": 60}) for _ in range(6)]
-    for client in clients:
-        client.start()
-
-    def busy() -> bool:
-        return parse_sessions(lab.admin("show stat nodes 4 -1"), "nodes").get(A_NAME, 0) > 0
-
-    wait_for(busy, 5, "slow requests on the member")
+    clients = slow_clients(lab, delay_ms=3000, count=6, timeout=60)
+    wait_for(lambda: busy(lab), 5, "slow requests on the member")
     stall(lab, NODES[0])
     started = time.monotonic()
     wait_for(lambda: serves(lab, NODES[1]), 15, "the stalled member removed")
@@ -163,6 +159,3 @@ def test_a_member_that_stops_answering_mid_request_is_deleted_at_runtime(lab: La
     assert "drain timed out; ending the sessions still on the servers" in log
     assert "reloading instead" not in log
     wait_for(lambda: A_NAME not in lab.config_path.read_text(), 10, "the file to follow")
-
-
-A_NAME = "n_127_0_3_2_3000"
