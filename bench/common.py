@@ -50,6 +50,17 @@ def exit_cleanly_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(143))
 
 
+def prepare(*packages: str, root_for: str | None = None) -> None:
+    """What a benchmark does before it measures: refuse to run without root when it needs
+    it (`root_for` says why), install the Debian packages it runs, enter a private
+    network namespace, and make SIGTERM unwind."""
+    if root_for is not None and os.geteuid() != 0:
+        raise SystemExit(f"bench/{Path(sys.argv[0]).name} needs root ({root_for})")
+    ensure_packages(*packages)
+    ensure_private_namespace()
+    exit_cleanly_on_sigterm()
+
+
 @dataclass(frozen=True)
 class ChildRun:
     wall_seconds: float

@@ -34,12 +34,10 @@ import yaml
 from bench.common import (
     ROOT,
     ChildRun,
-    ensure_packages,
-    ensure_private_namespace,
-    exit_cleanly_on_sigterm,
     machine_description,
     markdown_table,
     median,
+    prepare,
     pyplot,
     run_child,
     save_figure,
@@ -262,11 +260,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
-    if os.geteuid() != 0:
-        raise SystemExit("bench/discovery.py needs root (network namespaces, raw sockets)")
-    ensure_packages("haproxy", "nmap")
-    ensure_private_namespace()
-    exit_cleanly_on_sigterm()
+    prepare("haproxy", "nmap", root_for="network namespaces, raw sockets")
     rounds = 1 if args.smoke else args.rounds
     sizes = ("/24", "/22") if args.smoke else tuple(NETWORKS)
     member_counts = (1, 10) if args.smoke else MEMBER_COUNTS

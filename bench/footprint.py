@@ -22,11 +22,9 @@ import time
 from pathlib import Path
 
 from bench.common import (
-    ensure_packages,
-    ensure_private_namespace,
-    exit_cleanly_on_sigterm,
     machine_description,
     markdown_table,
+    prepare,
     process_usage,
     write_section,
 )
@@ -93,11 +91,7 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=60.0)
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
-    if os.geteuid() != 0:
-        raise SystemExit("bench/footprint.py needs root (network namespaces)")
-    ensure_packages("haproxy")
-    ensure_private_namespace()
-    exit_cleanly_on_sigterm()
+    prepare("haproxy", root_for="network namespaces")
     window = 5.0 if args.smoke else args.window
     cases = CASES[:1] if args.smoke else CASES
     with tempfile.TemporaryDirectory(prefix="poller-footprint-") as tmp:

@@ -23,11 +23,9 @@ from pathlib import Path
 
 from bench.churn import percentile
 from bench.common import (
-    ensure_packages,
-    ensure_private_namespace,
-    exit_cleanly_on_sigterm,
     machine_description,
     markdown_table,
+    prepare,
     process_usage,
     write_section,
 )
@@ -103,11 +101,7 @@ def main() -> None:
     parser.add_argument("--joins", type=int, default=20)
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
-    if os.geteuid() != 0:
-        raise SystemExit("bench/hot.py needs root (network namespaces)")
-    ensure_packages("haproxy", "wrk")
-    ensure_private_namespace()
-    exit_cleanly_on_sigterm()
+    prepare("haproxy", "wrk", root_for="network namespaces")
     joins = 3 if args.smoke else args.joins
     # A rest window of exactly one full-sweep interval holds one full sweep in each case:
     # the difference between the cases is the hot sweeps' own cost.

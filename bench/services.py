@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -26,12 +25,10 @@ import yaml
 
 from bench.common import (
     ChildRun,
-    ensure_packages,
-    ensure_private_namespace,
-    exit_cleanly_on_sigterm,
     machine_description,
     markdown_table,
     median,
+    prepare,
     run_child,
     write_section,
 )
@@ -94,11 +91,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
-    if os.geteuid() != 0:
-        raise SystemExit("bench/services.py needs root (network namespaces, raw sockets)")
-    ensure_packages("haproxy")
-    ensure_private_namespace()
-    exit_cleanly_on_sigterm()
+    prepare("haproxy", root_for="network namespaces, raw sockets")
     rounds = 1 if args.smoke else args.rounds
     sizes = ("/24",) if args.smoke else ("/20", "/16")
     rows: list[list[str]] = []

@@ -21,12 +21,10 @@ import time
 from pathlib import Path
 
 from bench.common import (
-    ensure_packages,
-    ensure_private_namespace,
-    exit_cleanly_on_sigterm,
     machine_description,
     markdown_table,
     median,
+    prepare,
     pyplot,
     save_figure,
     write_section,
@@ -112,9 +110,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
-    ensure_packages("haproxy", "wrk")
-    ensure_private_namespace()
-    exit_cleanly_on_sigterm()
+    prepare("haproxy", "wrk")
     rounds = 1 if args.smoke else args.rounds
     seconds = 3 if args.smoke else SECONDS
     cases = {"off (default)": None, f"slowstart_seconds: {SLOWSTART:g}": SLOWSTART}
