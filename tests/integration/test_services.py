@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests.integration.test_run import require_haproxy
+from tests.support.engine import problems_in_log
 from tests.support.labs import HAProxyView, wait_for, wrk_failures
 from tests.support.loopback import Lab
 
@@ -47,6 +48,8 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
     try:
         lab.start_haproxy()
         yield lab
+        # Read the log of what ran: nothing at warning or above, no traceback.
+        assert problems_in_log(lab.log("poller")) == []
     finally:
         lab.close()
 
