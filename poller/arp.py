@@ -27,9 +27,10 @@ import socket
 import struct
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from poller.interfaces import host_networks
+from poller.targets import Scope
 
 ETH_P_ARP = 0x0806
 _SOL_PACKET = 263
@@ -163,6 +164,7 @@ class ArpSweep:
     answered: set[int]
     requests_sent: int
     duration_seconds: float
+    refused: list[int] = field(default_factory=list)  # outside the scope: never asked
 
 
 async def ask(
@@ -172,14 +174,22 @@ async def ask(
     attempts: int,
     reply_wait_seconds: float,
     on_answer: Callable[[int], None] | None = None,
+    *,
+    scope: Scope,
 ) -> ArpSweep:
     """Ask every address in `addresses` (IPv4 as ints), at most `rate_per_second` requests
     per second; addresses still silent are asked again, `attempts` times in all, and each
     round waits `reply_wait_seconds` after its last request. `on_answer` hears of each
     address at its first reply, so probing can start while the asking goes on. Raises
     `ArpUnavailable` when the socket cannot be opened, and OSError when the link itself
-    fails mid-sweep."""
+    fails mid-sweep. An address outside `scope` (the target plan) is refused before the
+    socket opens: the seat belt for a bug that would make targets nobody named."""
     started = time.perf_counter()
+    refused = [address for address in addresses if not scope.holds(4, address)]
+    if refused:
+        addresses = [address for address in addresses if scope.holds(4, address)]
+    if not addresses:
+        return ArpSweep(0, set(), 0, time.perf_counter() - started, refused)
     loop = asyncio.get_running_loop()
     own = int(ipaddress.IPv4Address(link.address))
     wanted = set(addresses)
@@ -224,7 +234,7 @@ async def ask(
     finally:
         loop.remove_reader(sock.fileno())
         sock.close()
-    return ArpSweep(len(wanted), answered, sent, time.perf_counter() - started)
+    return ArpSweep(len(wanted), answered, sent, time.perf_counter() - started, refused)
 
 
 async def _send(sock: socket.socket, frame: bytearray) -> None:

@@ -50,7 +50,7 @@ def _default(section: str, key: str) -> str:
     """A setting's default as the README and check-config show it, for --help."""
     value = getattr(getattr(Settings(), section), key)
     if isinstance(value, tuple | list):
-        return ", ".join(map(str, value))
+        return ", ".join(map(str, value)) or "none"
     return str(value)
 
 
@@ -71,7 +71,8 @@ def _common(parser: argparse.ArgumentParser, suppress: bool) -> None:
         type=Path,
         metavar="FILE",
         default=default,
-        help="YAML settings (default: the built-in defaults, which match config/poller.yaml)",
+        help="YAML settings (default: the built-in defaults, which name no subnet; "
+        "config/poller.yaml is the compose lab's)",
     )
     parser.add_argument(
         "--log-level",
@@ -98,13 +99,21 @@ def _build_parser() -> argparse.ArgumentParser:
         help="sweep the subnets once and print what answers",
         description="Sweep the subnets once and print what answers. A scan connects to every "
         "address of every subnet (ARP first where it can): point it only at networks you "
-        "may probe.",
+        "may probe. Nothing is swept by default (give --subnet, or discovery.subnets); "
+        "`auto` means this host's own networks, and is meant for the sidecar container. "
+        "Subnets outside the private ranges and loopback are refused unless --allow-public.",
     )
     scan.add_argument(
         "--subnet",
         action="append",
         metavar="CIDR",
         help=_describe("discovery", "subnets") + "; repeatable",
+    )
+    scan.add_argument(
+        "--allow-public",
+        action="store_const",
+        const=True,
+        help=_describe("discovery", "allow_public"),
     )
     scan.add_argument(
         "--port",
@@ -145,7 +154,8 @@ def _build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="the sidecar: keep HAProxy in step with the pool",
         description="The sidecar: sweep, probe, keep HAProxy in step with the pool. Every "
-        "setting comes from --config and POLLER_SECTION__KEY variables.",
+        "setting comes from --config and POLLER_SECTION__KEY variables; discovery.subnets "
+        "has no default (`auto`: the container's own networks, meant for the sidecar).",
     )
 
     render = commands.add_parser(
@@ -195,6 +205,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         ("discovery", "ports"): getattr(args, "port", None),
         ("discovery", "concurrency"): getattr(args, "concurrency", None),
         ("discovery", "method"): getattr(args, "method", None),
+        ("discovery", "allow_public"): getattr(args, "allow_public", None),
         ("probe", "timeout_seconds"): getattr(args, "timeout", None),
     }
     for (section, key), value in flags.items():
@@ -212,7 +223,8 @@ def _scan(args: argparse.Namespace, settings: Settings) -> int:
     async def sweep() -> Sweep:
         services = settings.service_list()
         concurrency = settings.discovery.concurrency
-        async with Prober(settings.probe, concurrency, services=services) as prober:
+        scope = resolved.plan.scope()
+        async with Prober(settings.probe, concurrency, scope, services=services) as prober:
             if not live:
                 return await discover(resolved, prober, keep_all=args.all)
             progress = Progress(resolved.plan.count, time.monotonic())

@@ -44,13 +44,20 @@ class DiscoverySettings(_Section):
     """Which addresses and ports are swept."""
 
     subnets: tuple[str, ...] = Field(
-        default=("192.168.42.0/24",),
-        description="IPv4/IPv6 CIDRs to sweep, or `auto` for the networks of this host's "
-        "own non-loopback interfaces (for the sidecar).",
+        default=(),
+        description="IPv4/IPv6 CIDRs to sweep, or `auto`: the networks of this host's own "
+        "non-loopback interfaces, meant for the sidecar, whose only networks are the app's. "
+        "No default: poller sweeps nothing it was not told to.",
     )
     exclude: tuple[str, ...] = Field(
-        default=("192.168.42.1", "192.168.42.42"),
+        default=(),
         description="Addresses, CIDRs or ranges (`A-B`) never probed (gateway, HAProxy).",
+    )
+    allow_public: bool = Field(
+        default=False,
+        description="Sweep subnets outside the private ranges (10/8, 172.16/12, "
+        "192.168/16, 100.64/10, fc00::/7) and loopback. Off: such a subnet is refused, "
+        "since no Docker network uses one; turn it on only for a network you own.",
     )
     ports: tuple[Annotated[int, Field(ge=1, le=65535)], ...] = Field(
         default=(3000,), min_length=1, description="TCP ports probed on every address."
@@ -830,8 +837,12 @@ def _config_error(
             problem += f" (known: {_known(parent)})"
     else:
         problem = str(error["msg"]).removeprefix("Value error, ")
-        if "input" in error and not isinstance(error["input"], dict) and loc:
-            problem += f" (got {error['input']!r})"
+        shown = error.get("input")
+        items = shown if isinstance(shown, list | tuple) else [shown]
+        # A message that names the bad item already (`'foo' is not a CIDR`) says it once.
+        named = any(repr(item) in problem for item in items)
+        if "input" in error and not isinstance(shown, dict) and loc and not named:
+            problem += f" (got {shown!r})"
     origin = origins.get((loc[0], loc[1])) if len(loc) >= 2 else None
     if origin == "env":
         where = f"{ENV_PREFIX}{loc[0].upper()}__{loc[1].upper()}"

@@ -36,7 +36,8 @@ from poller import __version__
 from poller.config import ProbeSettings, Service
 from poller.endpoints import Endpoint
 from poller.pacing import NeighbourPacer, needs_pacing
-from poller.results import Outcome, ProbeResult, Progress, Sweep
+from poller.results import OUT_OF_SCOPE_DETAIL, Outcome, ProbeResult, Progress, Sweep
+from poller.targets import Scope
 
 log = logging.getLogger(__name__)
 
@@ -91,12 +92,17 @@ class Prober:
         self,
         settings: ProbeSettings,
         concurrency: int,
+        scope: Scope,
         transport: httpx.AsyncBaseTransport | None = None,
         services: tuple[Service, ...] = (),
     ) -> None:
         """`settings`: the top-level probe (scheme, TLS, deadline, body bound, shared by
-        all); `services`: whose probe asks which port (none: `settings` asks every port)."""
+        all); `scope`: the addresses it may connect to (the target plan's), checked before
+        every socket; `services`: whose probe asks which port (none: `settings` asks every
+        port)."""
         self.settings = settings
+        self.scope = scope
+        self.refusal_logged = False
         self.services = services
         self.concurrency = _raise_fd_limit(concurrency)
         self.client = make_client(settings, self.concurrency, transport)
@@ -121,9 +127,25 @@ class Prober:
     async def check(self, endpoint: Endpoint, service: str = "") -> ProbeResult:
         """A member check: one HTTP request with `service`'s probe (default: the
         top-level one), within `probe.timeout_seconds`."""
+        if not self.allows(endpoint):
+            # A member from before a change of subnets (a SIGHUP, a restored state file):
+            # no longer poller's to probe, so it fails its checks and leaves the pool.
+            return ProbeResult(
+                endpoint,
+                Outcome.OUT_OF_SCOPE,
+                False,
+                0.0,
+                detail=OUT_OF_SCOPE_DETAIL,
+                service=service,
+            )
         settings = self._by_name.get(service, self.settings)
         async with self._budget:
             return await _probe(self.client, settings, endpoint, service=service)
+
+    def allows(self, endpoint: Endpoint) -> bool:
+        """The edge check: whether `endpoint`'s address is in the scope (the plan)."""
+        version, value, _ = endpoint.order
+        return self.scope.holds(version, value)
 
     async def checks(self, endpoints: Iterable[Endpoint], service: str = "") -> Sweep:
         """Member checks of several endpoints at once, accounted as one sweep."""
@@ -187,6 +209,11 @@ class Prober:
                     if progress is not None:
                         progress.done += 1
                     continue
+                if not self.allows(target):
+                    self._refuse(target, outcome)
+                    if progress is not None:
+                        progress.done += 1
+                    continue
                 await slots.acquire()  # before the reservation: a start is never stale
                 start = loop.time()
                 # Ports of one address follow each other: one neighbour entry serves them
@@ -200,6 +227,20 @@ class Prober:
         outcome.results.sort(key=lambda r: (r.endpoint, r.service))
         outcome.duration_seconds = time.perf_counter() - started
         return outcome
+
+    def _refuse(self, target: Endpoint, outcome: Sweep) -> None:
+        """A discovery target outside the plan: a bug upstream. Never connected; counted
+        (`poller_probes_total{result="out_of_scope"}`), kept in the results and said once."""
+        outcome.outcomes[Outcome.OUT_OF_SCOPE] += 1
+        outcome.results.append(
+            ProbeResult(target, Outcome.OUT_OF_SCOPE, False, 0.0, detail=OUT_OF_SCOPE_DETAIL)
+        )
+        if not self.refusal_logged:
+            self.refusal_logged = True
+            log.error(
+                "refused to probe a target outside the target plan (a bug: please report it)",
+                extra={"fields": {"target": str(target)}},
+            )
 
 
 async def _each(

@@ -50,12 +50,21 @@ def scan_json(discovery: Discovery, found: Sweep) -> dict[str, Any]:
 def summary_line(discovery: Discovery, found: Sweep) -> str:
     answered = sum(1 for result in found.results if result.connected)
     outcomes = ", ".join(f"{name} {count}" for name, count in sorted(found.outcomes.items()))
-    return (
-        f"{found.targets} targets ({', '.join(discovery.subnets)} x port "
-        f"{','.join(map(str, discovery.plan.ports))}, {discovery.method}) in "
+    method = discovery.method + (", IPv6 without ARP" if discovery.ipv6 else "")
+    line = (
+        f"{plural(found.targets, 'target')} ({', '.join(discovery.subnets)} x port "
+        f"{','.join(map(str, discovery.plan.ports))}, {method}) in "
         f"{found.duration_seconds:.2f} s: "
         f"{answered} answered, {len(found.healthy)} healthy ({outcomes})"
     )
+    for given, network in discovery.normalised:
+        line += f"; {given} has host bits set, swept as {network}"
+    return line
+
+
+def plural(count: int, noun: str) -> str:
+    """`1 target`, `2 targets`, `1,024 targets`."""
+    return f"{count:,} {noun}" if count == 1 else f"{count:,} {noun}s"
 
 
 def scan_table(discovery: Discovery, found: Sweep, several: bool = False) -> str:

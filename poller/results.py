@@ -28,6 +28,10 @@ class Outcome(StrEnum):
     UNEXPECTED_STATUS = "unexpected_status"
     BODY_MISMATCH = "body_mismatch"
     LOCAL_ERROR = "local_error"
+    OUT_OF_SCOPE = "out_of_scope"  # refused at the edge: outside the subnets poller was given
+
+
+OUT_OF_SCOPE_DETAIL = "outside the subnets poller was given: not probed"
 
 
 @dataclass(frozen=True)

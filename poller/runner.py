@@ -55,7 +55,7 @@ class Daemon:
         self.metrics = metrics or Metrics()
         self.history = History()
         self.discovery: Discovery = resolve(settings.discovery, settings.ports())
-        self.prober = _prober(settings)
+        self.prober = _prober(settings, self.discovery)
         self.applier = Applier(settings, load_template(settings.haproxy.template))
         names = [service.name for service in settings.service_list()]
         self.tracker = Tracker(
@@ -178,7 +178,7 @@ class Daemon:
             return
         old = self.prober
         self.settings, self.discovery = settings, discovery
-        self.prober = _prober(settings)
+        self.prober = _prober(settings, self.discovery)
         self.applier.configure(settings, template)
         self.tracker.configure(settings.pool, settings.state.path)
         self.reconciler.settings = settings
@@ -246,8 +246,13 @@ def _checker_name(checker: Checker, count: int) -> str:
     return f"checker {checker.service}" if count > 1 else "checker"
 
 
-def _prober(settings: Settings) -> Prober:
-    return Prober(settings.probe, settings.discovery.concurrency, services=settings.service_list())
+def _prober(settings: Settings, discovery: Discovery) -> Prober:
+    return Prober(
+        settings.probe,
+        settings.discovery.concurrency,
+        discovery.plan.scope(),
+        services=settings.service_list(),
+    )
 
 
 def _shape(settings: Settings) -> list[tuple[str, str]]:

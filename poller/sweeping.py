@@ -24,14 +24,28 @@ import netaddr
 from poller import arp
 from poller.config import DiscoverySettings
 from poller.endpoints import Endpoint
-from poller.errors import TargetsError
+from poller.errors import ConfigError, TargetsError
 from poller.interfaces import auto_subnets
 from poller.pacing import NeighbourLimits, NeighbourPacer, needs_pacing, neighbour_limits
 from poller.probing import Prober
-from poller.results import Outcome, ProbeResult, Progress, Sweep
-from poller.targets import TargetPlan, plan_targets, v4_text
+from poller.results import OUT_OF_SCOPE_DETAIL, Outcome, ProbeResult, Progress, Sweep
+from poller.targets import (
+    Scope,
+    TargetPlan,
+    address_text,
+    host_bits_set,
+    normalised,
+    plan_targets,
+)
 
 log = logging.getLogger(__name__)
+
+
+NO_SUBNET = (
+    "no subnet to sweep: poller probes only what it is told to. Give one with --subnet CIDR "
+    "(scan), POLLER_DISCOVERY__SUBNETS, or discovery.subnets in the --config file; inside "
+    "the sidecar container, `auto` sweeps the container's own networks"
+)
 
 
 @dataclass(frozen=True)
@@ -55,6 +69,13 @@ class Discovery:
     hot: bool = False
     # Segments found not answering ARP (said once, not at every sweep).
     silent_segments: set[str] = field(default_factory=set, compare=False)
+    # Subnets given with host bits set, and the network they were taken as.
+    normalised: tuple[tuple[str, str], ...] = ()
+    # The whole plan's addresses, which the ARP sender checks each request against (a hot
+    # sweep's plan is a subset; its scope stays the whole plan's).
+    scope: Scope | None = field(default=None, compare=False)
+    # Interfaces where the edge check refused an ARP request already (an error said once).
+    refusals: set[str] = field(default_factory=set, compare=False)
 
     @property
     def method(self) -> str:
@@ -75,14 +96,22 @@ class Discovery:
         )
         return replace(self, plan=plan, segments=segments, rest=rest, hot=True)
 
+    @property
+    def ipv6(self) -> bool:
+        """Whether part of the plan is IPv6 (swept with connects: ARP is IPv4's)."""
+        return any(cidr.version == 6 for cidr in self.plan.addresses.iter_cidrs())
+
     def summary(self) -> dict[str, Any]:
         """What is swept and how, for logs, `/pool` and `scan --json`."""
-        return {
+        found: dict[str, Any] = {
             "subnets": list(self.subnets),
             "ports": list(self.plan.ports),
             "targets": self.plan.count,
             "method": self.method,
         }
+        if self.normalised:
+            found["normalised"] = dict(self.normalised)
+        return found
 
 
 @dataclass(frozen=True)
@@ -98,15 +127,28 @@ def resolve(discovery: DiscoverySettings, ports: Sequence[int] | None = None) ->
     for the ARP pre-sweep, which links hold the subnets and whether raw sockets work).
     `ports`: every service's (`Settings.ports()`); default: `discovery.ports`."""
     subnets, exclude = list(discovery.subnets), list(discovery.exclude)
+    if not subnets:
+        raise ConfigError("discovery.subnets", NO_SUBNET)
     if subnets == ["auto"]:
         subnets, own = auto_subnets()
         exclude += own  # never probe ourselves
         log.info("subnets detected", extra={"fields": {"subnets": subnets, "own": own}})
     ports = discovery.ports if ports is None else ports
-    plan = plan_targets(subnets, exclude, ports, discovery.max_targets)
+    plan = plan_targets(subnets, exclude, ports, discovery.max_targets, discovery.allow_public)
+    changed = tuple((s, normalised(s)) for s in subnets if host_bits_set(s))
+    subnets = [normalised(s) for s in subnets]
     limits = neighbour_limits(table_limit=discovery.neighbour_table_limit)
     pacer = NeighbourPacer(limits.budget, limits.hold_seconds)
-    base = Discovery(tuple(subnets), tuple(exclude), plan, limits, pacer, discovery)
+    base = Discovery(
+        tuple(subnets),
+        tuple(exclude),
+        plan,
+        limits,
+        pacer,
+        discovery,
+        normalised=changed,
+        scope=plan.scope(),
+    )
     if discovery.method == "connect":
         return base
     segments, note = _segments(subnets, plan, discovery.method == "arp")
@@ -126,6 +168,14 @@ def _segments(subnets: list[str], plan: TargetPlan, required: bool) -> tuple[lis
     by_link: dict[str, Segment] = {}
     notes = []
     for subnet in subnets:
+        if ":" in subnet:
+            if required:
+                raise TargetsError(
+                    "discovery.method",
+                    f"`arp` is IPv4's and {subnet} is IPv6: use `auto` or `connect`",
+                )
+            notes.append(f"{subnet} is IPv6: swept with connects (no ARP)")
+            continue
         link = arp.usable_link(subnet)
         if link is None:
             if required:
@@ -183,7 +233,9 @@ async def discover(
     started_wall, started = time.time(), time.perf_counter()
     ports = resolved.plan.ports
     silent: list[int] = []
+    refused: list[int] = []
     settings = resolved.settings
+    scope = resolved.scope if resolved.scope is not None else resolved.plan.scope()
     # Probing starts at each address's first ARP reply, while the asking goes on: the
     # probe deadline of a slow node then overlaps the pre-sweep instead of following it.
     queue: asyncio.Queue[Endpoint | None] = asyncio.Queue()
@@ -191,7 +243,7 @@ async def discover(
 
     def enqueue(value: int) -> None:
         for port in ports:
-            queue.put_nowait(Endpoint(v4_text(value), port))
+            queue.put_nowait(Endpoint(address_text(4, value), port))
 
     try:
         for segment in resolved.segments:
@@ -208,12 +260,16 @@ async def discover(
                     settings.arp_attempts,
                     settings.arp_reply_wait_seconds,
                     on_answer=enqueue,
+                    scope=scope,
                 )
             except (arp.ArpUnavailable, OSError) as exc:
                 probing.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await probing
                 return _failed(resolved, segment, exc, started_wall, started)
+            if asked.refused:
+                refused += asked.refused
+                _refused_once(resolved, segment, asked.refused)
             log.debug(
                 "arp pre-sweep",
                 extra={
@@ -254,7 +310,7 @@ async def discover(
         found = await probing
     finally:
         probing.cancel()
-    silent_targets = [Endpoint(v4_text(value), port) for value in silent for port in ports]
+    silent_targets = [Endpoint(address_text(4, value), port) for value in silent for port in ports]
     for endpoint in silent_targets:
         found.targets += 1
         if endpoint in known:
@@ -265,10 +321,36 @@ async def discover(
             found.results.append(
                 ProbeResult(endpoint, Outcome.UNREACHABLE, False, 0.0, detail="no ARP reply")
             )
+    for value in refused:
+        for port in ports:
+            found.targets += 1
+            found.outcomes[Outcome.OUT_OF_SCOPE] += 1
+            endpoint = Endpoint(address_text(4, value), port)
+            found.results.append(
+                ProbeResult(endpoint, Outcome.OUT_OF_SCOPE, False, 0.0, detail=OUT_OF_SCOPE_DETAIL)
+            )
     found.results.sort(key=lambda r: r.endpoint)
     found.started_at = started_wall
     found.duration_seconds = time.perf_counter() - started
     return found
+
+
+def _refused_once(resolved: Discovery, segment: Segment, refused: list[int]) -> None:
+    """An ARP request outside the plan was about to be sent: a bug. Said once per link."""
+    if segment.link.interface in resolved.refusals:
+        return
+    resolved.refusals.add(segment.link.interface)
+    log.error(
+        "refused to ask addresses outside the target plan (a bug: please report it)",
+        extra={
+            "fields": {
+                "interface": segment.link.interface,
+                "refused": len(refused),
+                "first": address_text(4, refused[0]),
+                "subnets": list(resolved.subnets),
+            }
+        },
+    )
 
 
 def _eta(resolved: Discovery, progress: Progress) -> Callable[[], float | None]:

@@ -6,12 +6,14 @@ import json
 import os
 import re
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import requires_root
+from tests.support.processes import ROOT
 from tests.support.processes import run_poller as poller
 
 
@@ -32,7 +34,7 @@ def config(tmp_path: Path, text: str) -> str:
         (
             ["scan", "--subnet", "10.0.0.0/8"],
             3,
-            "discovery.max_targets: 10.0.0.0/8 x 1 port(s) is 16,777,214 targets",
+            "discovery.max_targets: 10.0.0.0/8 x 1 port is 16,777,214 targets",
         ),
         (["scan", "--subnet", "nonsense"], 3, "'nonsense' is not a CIDR subnet"),
         (
@@ -90,7 +92,7 @@ def test_check_config_accepts_the_shipped_config() -> None:
 
 
 def test_check_config_json_prints_effective_settings() -> None:
-    env = dict(os.environ, POLLER_POOL__FALL="5")
+    env = dict(os.environ, POLLER_POOL__FALL="5", POLLER_DISCOVERY__SUBNETS="127.0.0.0/30")
     run = poller("check-config", "--json", env=env)
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["pool"]["fall"] == 5
@@ -104,6 +106,75 @@ def test_failed_sweep_is_exit_4_not_an_empty_pool() -> None:
     assert "sweep failed" in run.stderr
     assert "Network is unreachable" in run.stderr
     assert run.stdout == ""
+
+
+def test_without_a_subnet_nothing_is_swept_and_the_error_says_how_to_give_one() -> None:
+    for command in (["scan", "--port", "9"], ["check-config"]):
+        run = poller(*command)
+        assert run.returncode == 3, run.stderr
+        assert run.stderr.startswith("poller: error: discovery.subnets: no subnet to sweep")
+        assert "--subnet CIDR" in run.stderr
+        assert "POLLER_DISCOVERY__SUBNETS" in run.stderr
+        assert run.stdout == ""
+
+
+def test_a_public_subnet_is_refused_naming_the_opt_in_and_a_private_one_accepted() -> None:
+    refused = poller("scan", "--subnet", "8.8.8.0/30", "--port", "9")
+    assert refused.returncode == 3
+    assert "discovery.subnets: 8.8.8.0/30 is neither a private range" in refused.stderr
+    assert "--allow-public" in refused.stderr
+    assert refused.stdout == ""
+    env = dict(os.environ, POLLER_DISCOVERY__SUBNETS="10.0.0.0/30")
+    accepted = poller("check-config", env=env)
+    assert accepted.returncode == 0, accepted.stderr
+    assert accepted.stdout.startswith("ok: 2 targets in 10.0.0.0/30")
+    # The scan itself runs: no route to 10.0.0.0/30 in the test namespace, so the sweep
+    # fails on the poller's side (exit 4), after the subnet was accepted.
+    swept = poller("scan", "--subnet", "10.0.0.0/30", "--port", "9")
+    assert swept.returncode == 4, swept.stderr
+    assert "sweep failed" in swept.stderr
+
+
+def test_an_ipv6_loopback_scan_probes_ipv6_only() -> None:
+    run = poller("scan", "--subnet", "::1/128", "--port", "9", "--json", "--all")
+    assert run.returncode == 0, run.stderr
+    found = json.loads(run.stdout)
+    assert [(r["address"], r["result"]) for r in found["results"]] == [("::1", "refused")]
+    assert found["method"] == "connect"
+
+
+def test_a_small_ipv6_subnet_below_two_to_the_32_is_swept_as_ipv6() -> None:
+    """`::a00:1/126` once became 10.0.0.0-10.0.0.3. Swept in a namespace of its own whose
+    only route makes the four addresses local (each connect refused at once)."""
+    requires_root()
+    line = (
+        "ip link set lo up && ip -6 route add local ::a00:0/126 dev lo && exec "
+        f"{sys.executable} -m poller scan --subnet ::a00:1/126 --allow-public --port 9 "
+        "--json --all"
+    )
+    run = subprocess.run(
+        ["unshare", "--net", "sh", "-c", line],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert run.returncode == 0, run.stderr
+    found = json.loads(run.stdout)
+    assert found["subnets"] == ["::a00:0/126"]
+    assert found["normalised"] == {"::a00:1/126": "::a00:0/126"}
+    assert [r["address"] for r in found["results"]] == ["::a00:0", "::a00:1", "::a00:2", "::a00:3"]
+    assert found["outcomes"] == {"refused": 4}
+
+
+def test_a_subnet_with_host_bits_set_is_swept_as_its_network_and_the_summary_says_so() -> None:
+    run = poller("scan", "--subnet", "127.0.0.5/30", "--port", "9")
+    assert run.returncode == 0, run.stderr
+    summary = run.stdout.splitlines()[-1]
+    assert summary.startswith("2 targets (127.0.0.4/30 x port 9, connect)")
+    assert summary.endswith("; 127.0.0.5/30 has host bits set, swept as 127.0.0.4/30")
+    one = poller("scan", "--subnet", "127.0.0.1/32", "--port", "9")
+    assert one.stdout.splitlines()[-1].startswith("1 target (127.0.0.1/32")
 
 
 def test_auto_without_a_usable_interface_is_a_config_error() -> None:
@@ -153,7 +224,7 @@ def test_a_flag_that_would_be_ignored_is_a_usage_error(args: list[str], message:
 
 
 def test_common_options_go_before_the_command_too(tmp_path: Path) -> None:
-    path = config(tmp_path, "pool:\n  fall: 7\n")
+    path = config(tmp_path, "discovery:\n  subnets: [127.0.0.0/30]\npool:\n  fall: 7\n")
     before = poller("--config", path, "--log-level", "debug", "check-config", "--json")
     after = poller("check-config", "--json", "--config", path, "--log-level", "debug")
     assert before.returncode == after.returncode == 0, before.stderr
@@ -176,7 +247,8 @@ def test_every_flag_has_help_and_scan_flags_show_their_defaults(command: str) ->
     if command == "scan":
         text = " ".join(run.stdout.split())
         for setting in (
-            "(discovery.subnets; default: 192.168.42.0/24)",
+            "(discovery.subnets; default: none)",
+            "(discovery.allow_public; default: False)",
             "(discovery.ports; default: 3000)",
             "(probe.timeout_seconds; default: 0.5)",
             "(discovery.concurrency; default: 256)",

@@ -86,7 +86,7 @@ def test_consecutive_sweeps_share_one_pacer() -> None:
     resolved = resolve(settings.discovery)
 
     async def sweep() -> Sweep:
-        async with Prober(settings.probe, 4) as prober:
+        async with Prober(settings.probe, 4, resolved.plan.scope()) as prober:
             return await discover(resolved, prober)
 
     for _ in range(2):
@@ -125,7 +125,7 @@ def test_a_sweep_of_two_ports_reserves_each_address_once() -> None:
     pacer = NeighbourPacer(budget=100, hold_seconds=3.0)
 
     async def sweep() -> int:
-        async with Prober(settings.probe, 4) as prober:
+        async with Prober(settings.probe, 4, plan.scope()) as prober:
             found = await prober.sweep(plan, pacer)
         return found.targets
 

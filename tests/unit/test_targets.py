@@ -10,7 +10,7 @@ from poller.targets import likely_addresses, plan_targets
 
 
 def addresses(subnets: list[str], exclude: list[str] = [], ports: list[int] = [80]) -> list[str]:  # noqa: B006
-    return [str(t) for t in plan_targets(subnets, exclude, ports, 65536)]
+    return [str(t) for t in plan_targets(subnets, exclude, ports, 65536, allow_public=True)]
 
 
 def test_network_and_broadcast_dropped_for_short_prefixes() -> None:
@@ -77,13 +77,14 @@ def test_too_many_targets_names_the_size_without_expanding() -> None:
     with pytest.raises(TargetsError) as caught:
         plan_targets(["10.0.0.0/8"], [], [3000, 3001], 65536)
     assert str(caught.value) == (
-        "discovery.max_targets: 10.0.0.0/8 x 2 port(s) is 33,554,428 targets, more than "
-        "the bound of 65,536; narrow the subnets or raise the bound"
+        "discovery.max_targets: 10.0.0.0/8 x 2 ports is 33,554,428 targets, more than "
+        "the bound of 65,536; narrow the subnets, or raise the bound "
+        "(discovery.max_targets, POLLER_DISCOVERY__MAX_TARGETS)"
     )
     with pytest.raises(TargetsError) as caught:
         plan_targets(["10.0.0.0/24", "10.0.1.0/24"], [], [3000], 500)
     assert str(caught.value).startswith(
-        "discovery.max_targets: 10.0.0.0/24, 10.0.1.0/24 x 1 port(s) is 508 targets"
+        "discovery.max_targets: 10.0.0.0/24, 10.0.1.0/24 x 1 port is 508 targets"
     )
 
 
