@@ -24,12 +24,14 @@ from bench.common import (
     markdown_table,
     write_section,
 )
-from poller import views
+from poller.applying.planning import Method
 from poller.endpoints import Endpoint
-from poller.history import History
-from poller.metrics import Metrics
-from poller.pools import Event, EventKind, LastProbe, Member, State
-from poller.status import StatusServer
+from poller.pool.pools import Event, EventKind, LastProbe, Member, State
+from poller.results import Outcome
+from poller.status import views
+from poller.status.history import ChangeRecord, History
+from poller.status.metrics import Metrics
+from poller.status.server import StatusServer
 from tests.support.labs import free_port
 
 MEMBERS = 500
@@ -42,7 +44,7 @@ def filled_snapshot() -> views.Snapshot:
     for i in range(MEMBERS):
         endpoint = Endpoint(f"127.0.{8 + i // 254}.{1 + i % 254}", 3000)
         state = (State.UP, State.UP, State.UP, State.RISING, State.FALLING, State.DOWN)[i % 6]
-        last = LastProbe(now, "ok", 1.5, 200)
+        last = LastProbe(now, Outcome.OK, 1.5, 200)
         members.append(Member(endpoint, f"container-{i:04x}", state, 2, 0, now - i, last))
         for j in range(30):
             history.probe(("default", endpoint), None if j % 11 == 0 else 1.0 + (i + j) % 7)
@@ -55,16 +57,7 @@ def filled_snapshot() -> views.Snapshot:
         wall,
     )
     for i in range(20):
-        history.change(
-            {
-                "method": "runtime",
-                "result": "ok",
-                "added": [f"n_{i}"],
-                "removed": [],
-                "duration_seconds": 0.05,
-                "at": wall,
-            }
-        )
+        history.change(ChangeRecord(wall, Method.RUNTIME, True, (f"n_{i}",), (), 0.05))
     return views.Snapshot(
         mono=now,
         wall=wall,

@@ -34,6 +34,14 @@ class Outcome(StrEnum):
 OUT_OF_SCOPE_DETAIL = "outside the subnets poller was given: not probed"
 
 
+class SweepKind(StrEnum):
+    """What a batch of probes was, as metrics, logs and the history name it."""
+
+    FULL = "discovery"  # a discovery sweep of the whole plan
+    HOT = "hot"  # a discovery sweep of the likely addresses only
+    CHECK = "check"  # member checks
+
+
 @dataclass(frozen=True)
 class ProbeResult:
     endpoint: Endpoint

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from tests.support.processes import Processes
+from tests.support.requirements import require_haproxy, require_root
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,9 +58,10 @@ def processes() -> Iterator[Processes]:
         procs.stop_all()
 
 
-def requires_root() -> None:
-    """Tests that need root fail loudly under CI and skip, with the reason, elsewhere."""
-    if os.geteuid() != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail("this test needs root (CI runs as root): it cannot run here")
-        pytest.skip("needs root inside the test namespace")
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """The markers say what a test needs; what is missing fails it under CI, else skips
+    it (tests/support/requirements.py)."""
+    if item.get_closest_marker("root") is not None:
+        require_root()
+    if item.get_closest_marker("haproxy") is not None:
+        require_haproxy()

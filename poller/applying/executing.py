@@ -26,19 +26,32 @@ import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 from poller import files
-from poller.applying.planning import Live, Plan, Wanted, plan, reload_instead, servers_in_file
+from poller.applying.journal import Journal, journal_path
+from poller.applying.planning import (
+    Live,
+    Method,
+    Plan,
+    Wanted,
+    plan,
+    reload_instead,
+    server_options_in,
+    servers_in_file,
+)
 from poller.config import Settings
 from poller.endpoints import Endpoint, ordered
 from poller.errors import HAProxyError, HAProxyUnavailable, InstallError, PollerError, ReloadFailed
 from poller.haproxy import configs
 from poller.haproxy.master import Master
+from poller.haproxy.rendering import Template, context, render
 from poller.haproxy.runtime import Runtime
 from poller.haproxy.servers import ServerState
-from poller.rendering import Template, context, render, server_options
 
 log = logging.getLogger(__name__)
+P = ParamSpec("P")
+T = TypeVar("T")
 
 # How long `del server` is retried while HAProxy says connections are attached, before
 # a reload does the job instead (a partition can leave streams that take a while to go).
@@ -53,7 +66,7 @@ class Result:
     """What one apply did; `error` says what is still wrong (None: HAProxy and the file
     are in step with what was asked)."""
 
-    method: str  # none | runtime | file | reload | offline
+    method: Method
     added: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     file_installed: bool = False
@@ -66,35 +79,9 @@ class Result:
         return self.error is None
 
 
-class Journal:
-    """The reload owed to HAProxy, remembered across restarts: a marker file exists while
-    one is owed."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    @property
-    def pending(self) -> bool:
-        return self.path.exists()
-
-    def set(self, pending: bool) -> None:
-        if pending == self.pending:
-            return
-        if pending:
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise InstallError(f"{self.path.parent}: cannot create: {exc.strerror}") from exc
-            files.write_atomic(self.path, b"a reload of HAProxy is owed\n", mode=0o600)
-        else:
-            try:
-                self.path.unlink(missing_ok=True)
-            except OSError as exc:
-                raise InstallError(f"{self.path}: cannot remove: {exc.strerror}") from exc
-
-
-def journal_path(state_path: Path) -> Path:
-    return state_path.with_name(state_path.name + ".reload-pending")
+async def _off_loop(write: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """A write that fsyncs, in a thread: the loop keeps checking members meanwhile."""
+    return await asyncio.to_thread(write, *args, **kwargs)
 
 
 class Applier:
@@ -106,6 +93,9 @@ class Applier:
     ) -> None:
         self.clock = clock
         self.last_reload_at = float("-inf")
+        # What the apply under way is doing, so a failure is counted under it: a reload
+        # that fails after a runtime change fell back to it is a failed reload.
+        self.attempt = Method.FILE
         self.configure(settings, template)
 
     def configure(self, settings: Settings, template: Template) -> None:
@@ -126,7 +116,7 @@ class Applier:
 
     @property
     def backends(self) -> list[str]:
-        return [service.backend for service in self.settings.service_list()]
+        return [service.backend for service in self.settings.resolved_services]
 
     def render(self, servers: Mapping[str, Collection[Endpoint]]) -> str:
         return render(self.template, context(self.settings, servers))
@@ -148,6 +138,8 @@ class Applier:
         just read, None when it did not answer)."""
         started = self.clock()
         chosen = {backend: ordered(wanted.get(backend, ())) for backend in self.backends}
+        # Until a plan is made, the work is the file's: rendering it, reading the live one.
+        self.attempt = Method.FILE
         try:
             rendered = self.render(chosen)
             live_text = self._read_live()
@@ -160,35 +152,36 @@ class Applier:
                 self.journal.pending,
                 self.settings.haproxy.runtime_api,
             )
+            self.attempt = decided.method
             result = await self._execute(decided, chosen, rendered, live or {})
         except PollerError as exc:
-            result = Result("reload" if self.journal.pending else "runtime", error=str(exc))
+            result = Result(self.attempt, error=str(exc))
         result.duration_seconds = self.clock() - started
         return result
 
     async def _execute(self, decided: Plan, wanted: Wanted, rendered: str, live: Live) -> Result:
-        if decided.method == "none":
+        if decided.method is Method.NONE:
             if files.read_bytes(configs.last_good_path(self.config_path)) is None:
-                configs.remember_good(self.config_path, rendered)
-            return Result("none")
-        if decided.method == "offline":
+                await _off_loop(configs.remember_good, self.config_path, rendered)
+            return Result(Method.NONE)
+        if decided.method is Method.OFFLINE:
             if decided.install:
                 await self._validate(rendered)
                 # HAProxy is away: whatever starts it next loads the right pool.
-                configs.install(self.config_path, rendered)
-            self.journal.set(decided.pending_reload)
+                await _off_loop(configs.install, self.config_path, rendered)
+            await _off_loop(self.journal.set, decided.pending_reload)
             return Result(
-                "offline",
+                Method.OFFLINE,
                 file_installed=decided.install,
                 error=f"{self.settings.haproxy.admin_socket}: HAProxy's runtime API does not "
                 "answer; the config file is up to date and the change will be retried",
             )
-        if decided.method in ("runtime", "file"):
+        if decided.method in (Method.RUNTIME, Method.FILE):
             try:
                 # HAProxy first, so a new node takes traffic a validation sooner; then the
                 # file follows (validated), so any reload reproduces the pool. A poller
                 # killed in between finds the file behind and converges at runtime.
-                result = await self._runtime_change(decided, wanted, live)
+                result = await self._runtime_change(decided, wanted, live, rendered)
             except HAProxyUnavailable:
                 raise
             except HAProxyError as exc:
@@ -197,14 +190,15 @@ class Applier:
                     extra={"fields": {"error": str(exc)}},
                 )
                 decided = reload_instead(str(exc))
+                self.attempt = Method.RELOAD
             else:
                 result.reason = decided.reason
                 try:
                     if decided.install:
                         await self._validate(rendered)
-                        configs.install(self.config_path, rendered)
+                        await _off_loop(configs.install, self.config_path, rendered)
                         result.file_installed = True
-                    configs.remember_good(self.config_path, rendered)
+                    await _off_loop(configs.remember_good, self.config_path, rendered)
                 except PollerError as exc:
                     result.error = str(exc)  # HAProxy serves the pool; the file is behind
                 return result
@@ -223,10 +217,17 @@ class Applier:
     async def _validate(self, text: str) -> None:
         await configs.validate(self.settings.haproxy.binary, text, self.config_path)
 
-    async def _runtime_change(self, decided: Plan, wanted: Wanted, live: Live) -> Result:
-        options = server_options(self.settings.haproxy)
+    async def _runtime_change(
+        self, decided: Plan, wanted: Wanted, live: Live, rendered: str
+    ) -> Result:
+        options = server_options_in(rendered)
         for backend, endpoint in decided.add:
-            await self.runtime.add_ready_server(backend, endpoint.name, str(endpoint), options)
+            line = options.get((backend, endpoint.name))
+            if line is None:
+                raise HAProxyError(
+                    f"the rendered config has no server line for {backend}/{endpoint.name}"
+                )
+            await self.runtime.add_ready_server(backend, endpoint.name, str(endpoint), line)
         for backend, name in decided.enable:
             await self.runtime.enable_health(backend, name)
             await self.runtime.set_state(backend, name, "ready")
@@ -247,7 +248,7 @@ class Applier:
         touched = decided.add or decided.enable or decided.remove
         # Nothing done at runtime: only the file was behind (e.g. after a stop mid-apply).
         return Result(
-            "runtime" if touched else "file",
+            Method.RUNTIME if touched else Method.FILE,
             [self._label(b, e.name) for b, e in decided.add],
             [self._label(b, name) for b, name in decided.remove],
         )
@@ -313,21 +314,21 @@ class Applier:
         gap = self.last_reload_at + self.settings.haproxy.min_reload_gap_seconds - self.clock()
         if gap > 0:
             await asyncio.sleep(gap)
-        self.journal.set(True)
-        configs.install(self.config_path, rendered)
+        await _off_loop(self.journal.set, True)
+        await _off_loop(configs.install, self.config_path, rendered)
         self.last_reload_at = self.clock()
         try:
             await self.master.reload(self.settings.haproxy.reload_timeout_seconds)
         except ReloadFailed as exc:
-            restored = configs.restore_last_good(self.config_path)
-            self.journal.set(False)
+            restored = await _off_loop(configs.restore_last_good, self.config_path)
+            await _off_loop(self.journal.set, False)
             outcome = "restored the last known good config" if restored else "no last good config"
             raise ReloadFailed(f"{exc}; {outcome}") from exc
-        configs.remember_good(self.config_path, rendered)
-        self.journal.set(False)
+        await _off_loop(configs.remember_good, self.config_path, rendered)
+        await _off_loop(self.journal.set, False)
         before = {self._label(b, s.name) for b, servers in live.items() for s in servers}
         after = {self._label(b, e.name) for b, servers in wanted.items() for e in servers}
-        return Result("reload", sorted(after - before), sorted(before - after), True)
+        return Result(Method.RELOAD, sorted(after - before), sorted(before - after), True)
 
     def _same_skeleton(self, live_text: str | None) -> bool:
         """The live file came from this template and these settings (whatever its

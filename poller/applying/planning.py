@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 
 from poller.endpoints import Endpoint, ordered
 from poller.haproxy.servers import ServerState
@@ -32,9 +33,20 @@ Wanted = Mapping[str, Collection[Endpoint]]  # backend -> the servers it should 
 Live = Mapping[str, Sequence[ServerState]]  # backend -> the servers HAProxy has
 
 
+class Method(StrEnum):
+    """How HAProxy is brought in step (the module's docstring says when each is chosen);
+    metrics and logs name an apply by it."""
+
+    NONE = "none"
+    RUNTIME = "runtime"
+    FILE = "file"
+    RELOAD = "reload"
+    OFFLINE = "offline"
+
+
 @dataclass(frozen=True)
 class Plan:
-    method: str  # none | runtime | file | reload | offline
+    method: Method
     add: tuple[tuple[str, Endpoint], ...] = ()  # (backend, server) to add
     enable: tuple[tuple[str, str], ...] = ()  # (backend, name) to put back in service
     remove: tuple[tuple[str, str], ...] = ()  # (backend, name) to drain and delete
@@ -62,6 +74,28 @@ def servers_in_file(text: str) -> dict[str, list[Endpoint]]:
     return {name: ordered(servers) for name, servers in found.items()}
 
 
+_SERVER_LINE = re.compile(
+    r"^[ \t]*(backend|frontend|listen|defaults|global|server)\b[ \t]*(\S*)(?:[ \t]+\S+)?(.*)$",
+    re.MULTILINE,
+)
+
+
+def server_options_in(text: str) -> dict[tuple[str, str], str]:
+    """The options of every server line of a rendered config, by (backend, name): what a
+    runtime `add server` must say, so a server added at runtime is the one the file
+    lists (the file is the single truth, a custom template's options included)."""
+    found: dict[tuple[str, str], str] = {}
+    backend: str | None = None
+    for match in _SERVER_LINE.finditer(text):
+        kind, name, rest = match.groups()
+        if kind == "server":
+            if backend is not None:
+                found[(backend, name)] = rest.split("#", 1)[0].strip()
+        else:
+            backend = name if kind == "backend" else None  # a new section begins
+    return found
+
+
 def plan(
     wanted: Wanted,
     live: Live | None,
@@ -76,7 +110,7 @@ def plan(
     file_behind = rendered != live_text
     if live is None:
         return Plan(
-            "offline",
+            Method.OFFLINE,
             install=file_behind,
             pending_reload=pending_reload or (file_behind and not same_skeleton),
             reason="HAProxy's runtime API does not answer",
@@ -96,23 +130,25 @@ def plan(
         remove += [(backend, n) for n in leaving]
     in_step = not (add or enable or remove or moved)
     if in_step and not file_behind and not pending_reload:
-        return Plan("none")
+        return Plan(Method.NONE)
     if pending_reload:
-        return Plan("reload", install=True, reason="a reload is pending")
+        return Plan(Method.RELOAD, install=True, reason="a reload is pending")
     if not runtime_api:
-        return Plan("reload", install=True, reason="haproxy.runtime_api is false")
+        return Plan(Method.RELOAD, install=True, reason="haproxy.runtime_api is false")
     if not same_skeleton:
-        return Plan("reload", install=True, reason="the template or settings changed")
+        return Plan(Method.RELOAD, install=True, reason="the template or settings changed")
     if moved:
-        return Plan("reload", install=True, reason=f"HAProxy lists {moved[0]} at another address")
+        return Plan(
+            Method.RELOAD, install=True, reason=f"HAProxy lists {moved[0]} at another address"
+        )
     if in_step:
-        return Plan("file", install=True, reason="only the file was behind")
-    return Plan("runtime", tuple(add), tuple(enable), tuple(remove), install=file_behind)
+        return Plan(Method.FILE, install=True, reason="only the file was behind")
+    return Plan(Method.RUNTIME, tuple(add), tuple(enable), tuple(remove), install=file_behind)
 
 
 def reload_instead(reason: str) -> Plan:
     """The fallback when a runtime change failed: the whole file, and a reload."""
-    return Plan("reload", install=True, reason=reason)
+    return Plan(Method.RELOAD, install=True, reason=reason)
 
 
 def _name_order(live: Sequence[ServerState]) -> Callable[[str], Endpoint]:

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import requires_root
+from tests.support.requirements import require_root
 
 
 @pytest.fixture
 def small_config_dir(tmp_path: Path) -> Iterator[Path]:
     """HAProxy's config directory on a 256 KiB tmpfs of its own (root: a mount)."""
-    requires_root()
+    require_root()
     directory = tmp_path / "config"
     directory.mkdir()
     subprocess.run(
@@ -33,7 +33,7 @@ def broken_loopback_route() -> Iterator[Callable[[bool], None]]:
     """Break and mend the poller's own network: without the local route of 127.0.0.0/8,
     every connect to the nodes fails at once with ENETUNREACH (127.0.0.1 keeps its own
     route, so HAProxy's sockets and the status server stay reachable)."""
-    requires_root()
+    require_root()
     route = ["local", "127.0.0.0/8", "dev", "lo", "table", "local"]
     broken = False
 

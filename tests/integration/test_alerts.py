@@ -5,9 +5,7 @@ loopback scraping a real `poller run`)."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import time
 import urllib.parse
@@ -19,22 +17,19 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.integration.test_run import require_haproxy, serves
 from tests.support.labs import free_port, wait_for
-from tests.support.loopback import Lab
+from tests.support.loopback import Lab, serves
 from tests.support.processes import ROOT, Processes
+from tests.support.requirements import require_tool
+
+pytestmark = pytest.mark.haproxy  # checked by tests/conftest.py
 
 RULES = ROOT / "deploy" / "prometheus"
 A, B, C = "127.0.3.2", "127.0.3.3", "127.0.3.4"
 
 
 def tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{name} is not installed; .ci/run installs Debian's prometheus")
-        pytest.skip(f"needs {name} (apt-get install prometheus)")
-    return path
+    return require_tool(name, "apt-get install prometheus")
 
 
 @pytest.mark.parametrize(
@@ -113,7 +108,6 @@ class Prometheus:
 
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[Lab]:
-    require_haproxy()
     lab = Lab(tmp_path / "lab")
     try:
         lab.start_haproxy()

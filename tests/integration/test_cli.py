@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import requires_root
 from tests.support.processes import ROOT
 from tests.support.processes import run_poller as poller
+from tests.support.requirements import require_root
 
 
 def config(tmp_path: Path, text: str) -> str:
@@ -143,10 +143,10 @@ def test_an_ipv6_loopback_scan_probes_ipv6_only() -> None:
     assert found["method"] == "connect"
 
 
+@pytest.mark.root
 def test_a_small_ipv6_subnet_below_two_to_the_32_is_swept_as_ipv6() -> None:
     """`::a00:1/126` once became 10.0.0.0-10.0.0.3. Swept in a namespace of its own whose
     only route makes the four addresses local (each connect refused at once)."""
-    requires_root()
     line = (
         "ip link set lo up && ip -6 route add local ::a00:0/126 dev lo && exec "
         f"{sys.executable} -m poller scan --subnet ::a00:1/126 --allow-public --port 9 "
@@ -186,7 +186,7 @@ def test_auto_without_a_usable_interface_is_a_config_error() -> None:
 @pytest.fixture
 def veth_interface() -> Iterator[str]:
     """A veth pair inside the suite's private namespace: an address, no route out."""
-    requires_root()
+    require_root()
     name = "pt-auto0"
     subprocess.run(
         ["ip", "link", "add", name, "type", "veth", "peer", "name", "pt-auto1"], check=True
@@ -200,6 +200,7 @@ def veth_interface() -> Iterator[str]:
         subprocess.run(["ip", "link", "del", name], check=True)  # takes its peer along
 
 
+@pytest.mark.root
 def test_auto_finds_the_host_networks_and_skips_its_own_address(veth_interface: str) -> None:
     run = poller("check-config", env=dict(os.environ, POLLER_DISCOVERY__SUBNETS="auto"))
     assert run.returncode == 0, run.stderr

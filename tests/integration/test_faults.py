@@ -18,12 +18,14 @@ import pytest
 
 from poller.applying.planning import servers_in_file
 from poller.config import load_settings
-from poller.rendering import context, load_template, render
-from tests.integration.test_run import require_haproxy, serves, settled
+from poller.haproxy.rendering import context, load_template, render
 from tests.support.filesystems import fill
 from tests.support.labs import wait_for
-from tests.support.loopback import Lab
+from tests.support.loopback import Lab, serves, settled
 from tests.support.processes import haproxy_accepts
+from tests.support.requirements import unavailable
+
+pytestmark = pytest.mark.haproxy  # checked by tests/conftest.py
 
 A, B, C = "127.0.3.2", "127.0.3.3", "127.0.3.4"
 FAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1")
@@ -49,7 +51,6 @@ def test_poller_killed_mid_apply_never_leaves_a_broken_config(tmp_path: Path) ->
     longest apply: validate, install, reload): the installed file is always whole and
     valid, HAProxy keeps running, and every tenth restart, left alone, converges with at
     most one change."""
-    require_haproxy()
     seed = int(os.environ.get("POLLER_TEST_SEED") or random.randrange(2**32))  # to replay one
     rng = random.Random(seed)
     lab = Lab(tmp_path / "lab")
@@ -108,7 +109,6 @@ def test_poller_killed_mid_apply_never_leaves_a_broken_config(tmp_path: Path) ->
 def test_config_directory_full_or_read_only(
     tmp_path: Path, small_config_dir: Path, fault: str
 ) -> None:
-    require_haproxy()
     lab = Lab(tmp_path / "lab", config_dir=small_config_dir)
     try:
         lab.start_haproxy()
@@ -148,7 +148,6 @@ def test_config_directory_full_or_read_only(
 def test_haproxy_socket_missing_or_refusing_is_retried_with_backoff(
     tmp_path: Path, fault: str
 ) -> None:
-    require_haproxy()
     lab = Lab(tmp_path / "lab")
     try:
         lab.init_config()
@@ -183,9 +182,7 @@ def test_haproxy_socket_missing_or_refusing_is_retried_with_backoff(
 @pytest.fixture
 def faketime_control(tmp_path: Path) -> Path:
     if not FAKETIME.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{FAKETIME} is missing; .ci/run installs faketime")
-        pytest.skip("needs libfaketime (apt-get install faketime)")
+        unavailable(f"needs {FAKETIME} (apt-get install faketime; .ci/run installs it)")
     control = tmp_path / "faketime"
     control.write_text("+0\n")
     return control
@@ -197,7 +194,6 @@ def test_wall_clock_jumps_neither_expire_members_nor_stall(
     """The poller sees its wall clock set back an hour, then forward two: members stay,
     a newcomer still joins, a leaver still leaves (libfaketime moves only the wall clock
     of the poller's process; the monotonic clock runs on)."""
-    require_haproxy()
     lab = Lab(tmp_path / "lab")
     env = {
         "LD_PRELOAD": str(FAKETIME),

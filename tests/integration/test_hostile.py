@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_run import require_haproxy, settled
 from tests.support.labs import wait_for
-from tests.support.loopback import Lab
+from tests.support.loopback import Lab, settled
 from tests.support.processes import ROOT, Processes, haproxy_accepts
+
+pytestmark = pytest.mark.haproxy  # checked by tests/conftest.py
 
 WEBAPP = ROOT / "compose" / "webapp" / "app.py"
 ODD = ROOT / "tests" / "support" / "oddnodes.py"
@@ -121,7 +122,6 @@ def test_the_table_escapes_what_nodes_send(hostile: Path) -> None:
 
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[Lab]:
-    require_haproxy()
     lab = Lab(tmp_path / "lab", subnet="127.0.7.8/29")
     try:
         lab.start_haproxy()

@@ -19,9 +19,10 @@ from pathlib import Path
 import pytest
 
 from poller.haproxy.servers import parse_sessions
-from tests.integration.test_run import require_haproxy, serves
 from tests.support.labs import wait_for
-from tests.support.loopback import Lab
+from tests.support.loopback import Lab, serves
+
+pytestmark = pytest.mark.haproxy  # checked by tests/conftest.py
 
 NODES = [f"127.0.3.{i}" for i in range(2, 7)]
 A_NAME = "n_127_0_3_2_3000"  # NODES[0] as HAProxy names it
@@ -30,7 +31,6 @@ SOAK_SECONDS = 20.0
 
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[Lab]:
-    require_haproxy()
     lab = Lab(tmp_path / "lab")
     stopped: list[int] = []
     lab.stalled = stopped  # type: ignore[attr-defined]

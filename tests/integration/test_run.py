@@ -7,7 +7,6 @@ through its frontend reaching exactly the live nodes.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import stat
@@ -18,44 +17,25 @@ from pathlib import Path
 
 import pytest
 
-from poller.rendering import BUILTIN_TEMPLATE
+from poller.haproxy.rendering import BUILTIN_TEMPLATE
 from tests.support.labs import wait_for
-from tests.support.loopback import Lab
+from tests.support.loopback import Lab, serves, settled
 from tests.support.processes import ROOT
+
+pytestmark = pytest.mark.haproxy  # checked by tests/conftest.py
 
 TEMPLATE = ROOT / "poller" / "templates" / BUILTIN_TEMPLATE
 A, B, C = "127.0.3.2", "127.0.3.3", "127.0.3.4"
 
 
-def require_haproxy() -> None:
-    if shutil.which("haproxy") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("haproxy is not installed; .ci/run installs it")
-        pytest.skip("needs haproxy (apt-get install haproxy)")
-
-
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[Lab]:
-    require_haproxy()
     lab = Lab(tmp_path / "lab")
     try:
         lab.start_haproxy()
         yield lab
     finally:
         lab.close()
-
-
-def serves(lab: Lab, *addresses: str) -> bool:
-    return lab.addresses() == set(addresses)
-
-
-def settled(lab: Lab, *addresses: str) -> bool:
-    """HAProxy serves exactly these, and its config file lists exactly these too (the
-    runtime change comes first, the file follows)."""
-    from poller.applying.planning import servers_in_file
-
-    in_file = {s.address for s in servers_in_file(lab.config_path.read_text())["nodes"]}
-    return serves(lab, *addresses) and in_file == set(addresses)
 
 
 def test_join_is_routed_without_a_reload(lab: Lab) -> None:
@@ -160,6 +140,36 @@ def test_template_change_is_one_reload(lab: Lab, tmp_path: Path) -> None:
         "the poller to confirm the reload",
     )
     assert lab.reloads() == (1, 0)
+
+
+def test_a_custom_templates_server_options_reach_runtime_added_servers_too(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """The file is the single truth: a server added at runtime takes its options from the
+    rendered file's line for it, so it is the server any reload of that file makes."""
+    from tests.support.labs import unix_command
+
+    template = tmp_path / "custom.cfg.j2"
+    template.write_text(
+        TEMPLATE.read_text().replace("{{ server_options }}", "{{ server_options }} weight 37")
+    )
+    lab.write_settings({"haproxy": {"template": str(template)}})
+    lab.init_config()
+    lab.stop("haproxy")
+    lab.start_haproxy()
+    lab.start_poller()
+    lab.start_node(A, "a")
+    wait_for(lambda: settled(lab, A), 10, "A to join")
+    assert lab.reloads() == (0, 0)  # added at runtime
+    name = "nodes/n_127_0_3_2_3000"
+    assert lab.admin(f"get weight {name}").strip() == "37 (initial 37)"
+    assert "server n_127_0_3_2_3000 127.0.3.2:3000 check" in lab.config_path.read_text()
+    assert " weight 37" in lab.config_path.read_text()
+    # A reload of that file makes the same server.
+    unix_command(lab.master_socket, "reload")
+    wait_for(lambda: lab.reloads()[0] == 1, 10, "the reload")
+    wait_for(lambda: serves(lab, A), 10, "A served after the reload")
+    assert lab.admin(f"get weight {name}").strip() == "37 (initial 37)"
 
 
 def test_rejected_template_keeps_the_old_config_and_shows_haproxys_message(
@@ -279,7 +289,9 @@ def test_own_network_failing_holds_the_pool(
 
     broken_loopback_route(True)
     wait_for(
-        lambda: lab.metric("poller_sweep_failures_total", 'kind="check"') >= 3, 10, "failed checks"
+        lambda: lab.metric("poller_sweeps_total", 'kind="check",result="failed"') >= 3,
+        10,
+        "failed checks",
     )
     wait_for(lambda: lab.status("/healthz") is None, 10, "/healthz to fail")
     assert serves(lab, A, B, C)

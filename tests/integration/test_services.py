@@ -17,10 +17,11 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_run import require_haproxy
 from tests.support.engine import problems_in_log
 from tests.support.labs import HAProxyView, wait_for, wrk_failures
 from tests.support.loopback import Lab
+
+pytestmark = pytest.mark.haproxy  # checked by tests/conftest.py
 
 WEB = ["127.0.3.2", "127.0.3.3"]
 API = ["127.0.3.4", "127.0.3.5"]
@@ -39,7 +40,6 @@ SERVICES = [
 
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[Lab]:
-    require_haproxy()
     # GETs are idempotent: HAProxy may replay one a stopping node dropped. Without that, a
     # graceful node restart at thousands of requests a second loses a request now and then
     # (also with HAProxy and the demo node alone, no poller: docs/RELIABILITY.md).

@@ -4,7 +4,6 @@ appearing and disappearing without a reload, and shows a hostile identity as tex
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 
 from tests.support.labs import wait_for
 from tests.support.loopback import Lab
+from tests.support.requirements import unavailable
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = [
@@ -30,9 +30,7 @@ HOSTILE = '<script>window.pwned = 1</script><img src=x onerror="window.pwned = 2
 
 def require(condition: bool, what: str) -> None:
     if not condition:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{what} is missing; .ci/run installs it")
-        pytest.skip(f"needs {what}")
+        unavailable(f"needs {what}; .ci/run installs it")
 
 
 @pytest.fixture

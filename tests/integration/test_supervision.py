@@ -12,6 +12,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
+import signal
+import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -20,10 +23,11 @@ from typing import Any
 import pytest
 import yaml
 
-from poller import cli, views
+from poller import cli
 from poller.config import Settings, load_settings
+from poller.daemon.runner import Daemon
 from poller.errors import DaemonFailed
-from poller.runner import Daemon
+from poller.status import views
 from tests.support.labs import free_port
 
 INTERVAL = 0.2
@@ -118,7 +122,7 @@ def test_an_unexpected_error_in_an_apply_is_logged_counted_and_retried_with_back
     # Backoff: 0.5 s, then 1 s, then 2 s (reconcile ticks come on top of the first).
     assert gaps[-1] >= 1.5 * min(gaps[:-1]), gaps
     assert daemon.reconciler.last_change is not None
-    assert daemon.reconciler.last_change["result"] == "failed"
+    assert daemon.reconciler.last_change.ok is False
 
 
 def test_an_unexpected_error_in_member_checks_is_logged_and_checking_goes_on(
@@ -148,9 +152,9 @@ def test_an_unexpected_error_in_member_checks_is_logged_and_checking_goes_on(
 def test_an_unexpected_error_in_a_discovery_sweep_is_logged_and_sweeping_goes_on(
     settings: Settings, logged: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from poller import discovering
+    from poller.discovery import discovering
 
-    real = discovering.discover
+    real = discovering.run_sweep
     calls = []
 
     async def flaky(*args: Any, **kwargs: Any) -> Any:
@@ -159,7 +163,7 @@ def test_an_unexpected_error_in_a_discovery_sweep_is_logged_and_sweeping_goes_on
             raise RuntimeError("injected into a sweep")
         return await real(*args, **kwargs)
 
-    monkeypatch.setattr(discovering, "discover", flaky)
+    monkeypatch.setattr(discovering, "run_sweep", flaky)
     daemon = Daemon(settings, lambda: settings)
     ok = daemon.metrics.sweeps.labels(kind="discovery", result="ok")
     assert run_for(daemon, lambda: ok._value.get() >= 2) is None
@@ -187,7 +191,7 @@ def test_a_task_that_ends_ends_the_daemon_loudly(
 ) -> None:
     daemon = Daemon(settings, lambda: settings)
     if task == "clock":
-        monkeypatch.setattr("poller.runner.clocks.watch", lambda *args: ending())
+        monkeypatch.setattr("poller.daemon.runner.clocks.watch", lambda *args: ending())
     else:
         owner = daemon.checkers[0] if task == "checker" else getattr(daemon, task)
         monkeypatch.setattr(owner, "run", ending)
@@ -205,7 +209,7 @@ def test_a_task_that_ends_ends_the_daemon_loudly(
 
 
 def test_a_dead_task_is_exit_code_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from poller.checking import Checker
+    from poller.pool.checking import Checker
 
     monkeypatch.setattr(Checker, "run", lambda self: _raises())
     code = cli.main(["run", "--config", str(settings_file(tmp_path))])
@@ -265,3 +269,66 @@ def test_healthz_says_so_when_haproxy_is_not_kept_in_step(settings: Settings) ->
     # Sweeps work (loopback, nothing listens): only HAProxy is named.
     assert len(body["problems"]) == 1
     assert body["haproxy_in_step_age_seconds"] > body["haproxy_limit_seconds"]
+
+
+def test_a_sighup_during_a_slow_sweep_neither_breaks_it_nor_pauses_supervision(
+    tmp_path: Path, logged: pytest.LogCaptureFixture
+) -> None:
+    """Four listeners that accept and never answer make each sweep last four probe
+    deadlines (one probe at a time). A SIGHUP early in one must let it finish on the
+    prober it started with (probes start after the old one's deadline has passed): no
+    closed-client error, no task failure, no ERROR line."""
+    port = free_port()
+    silent = []
+    for address in ("127.0.9.1", "127.0.9.2", "127.0.9.3", "127.0.9.4"):
+        listener = socket.socket()
+        listener.bind((address, port))
+        listener.listen(16)  # the kernel accepts; nobody ever reads or answers
+        silent.append(listener)
+    path = settings_file(
+        tmp_path,
+        discovery={
+            "subnets": ["127.0.9.0/29"],
+            "ports": [port],
+            "concurrency": 1,
+            "interval_seconds": 3.0,
+        },
+        probe={"timeout_seconds": 0.5},
+        pool={"interval_seconds": 3.0},
+        haproxy={"reconcile_interval_seconds": 30.0},  # HAProxy is absent: no retries logged
+    )
+    settings = load_settings(path, environ={})
+    daemon = Daemon(settings, lambda: load_settings(path, environ={}))
+    swept = daemon.metrics.sweeps.labels(kind="discovery", result="ok")
+
+    async def until(condition: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + 15.0
+        while not condition():
+            assert time.monotonic() < deadline, f"{what} did not happen in time"
+            await asyncio.sleep(0.01)
+
+    async def scenario() -> float:
+        task = asyncio.create_task(daemon.run())
+        try:
+            await until(lambda: daemon.discoverer.sweeping_since is not None, "a sweep")
+            before = swept._value.get()
+            os.kill(os.getpid(), signal.SIGHUP)
+            await until(lambda: "configuration reloaded" in logged.text, "the reload")
+            await until(lambda: swept._value.get() >= before + 2, "two more sweeps")
+            return before
+        finally:
+            daemon.stopping.set()
+            await task
+
+    try:
+        before = asyncio.run(scenario())
+    finally:
+        for listener in silent:
+            listener.close()
+    assert swept._value.get() >= before + 2
+    assert [r.getMessage() for r in logged.records if r.levelno >= logging.ERROR] == []
+    failed = daemon.metrics.registry.get_sample_value
+    assert all(
+        not failed("poller_task_failures_total", {"task": name})
+        for name in ("discovery", "check", "apply", "reconfigure", "status")
+    )

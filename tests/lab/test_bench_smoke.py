@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from tests.conftest import requires_root
+import pytest
+
 from tests.support.processes import bench_rows
+
+pytestmark = pytest.mark.root  # checked by tests/conftest.py
 
 
 def test_lab_benchmark_smoke() -> None:
-    requires_root()
     (row,) = bench_rows("lab.py", "10.78.0.0/20", timeout=600)
     assert row[2] == "2 / 2"  # found every live node
     assert row[-1] == "0"  # no neighbour-table overflow
 
 
 def test_discovery_benchmark_smoke() -> None:
-    requires_root()
     rows = bench_rows("discovery.py", "/2", timeout=600)  # /24 and /22, every tool
     assert len(rows) == 10
     for row in rows:
@@ -23,14 +24,12 @@ def test_discovery_benchmark_smoke() -> None:
 
 
 def test_footprint_benchmark_smoke() -> None:
-    requires_root()
     (row,) = bench_rows("footprint.py", "/24", timeout=300)
     assert float(row[2]) < 100  # a share of one core, measured
     assert row[-1] == "0"
 
 
 def test_hot_sweep_benchmark_smoke() -> None:
-    requires_root()
     (row,) = bench_rows("hot.py", "hot sweeps", timeout=300)
     assert row[2].startswith("0 of ")  # no failed request while nodes joined
     assert row[7] == "yes"
@@ -38,7 +37,6 @@ def test_hot_sweep_benchmark_smoke() -> None:
 
 
 def test_services_benchmark_smoke() -> None:
-    requires_root()
     rows = {row[1]: row for row in bench_rows("services.py", "/24", timeout=300)}
     both = rows["2 services, one sweep (web :3000 + api :3001)"]
     assert both[4] == "web 10, api 5"  # the bench itself fails on a miss or an overflow

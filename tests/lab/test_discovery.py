@@ -3,18 +3,24 @@ connect sweep, each finding every live node with no neighbour-table overflow."""
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import requires_root
 from tests.support.labs import ROOT
 from tests.support.netlab import NetLab, overflow_lines, sh
+from tests.support.requirements import unavailable
+from tests.support.staging import problem_running_as, stage
+
+pytestmark = pytest.mark.root  # checked by tests/conftest.py
 
 ODDNODES = ROOT / "tests" / "support" / "oddnodes.py"
 LIVE_HOSTS = (7, 300, 700, 1000)
@@ -24,6 +30,7 @@ LIVE_HOSTS = (7, 300, 700, 1000)
 class Bridge:
     lab: NetLab
     probe_ns: str  # where the scans run, at .42
+    stage_dir: Path  # world-readable: a copy of poller for runs as another user
 
     @property
     def live(self) -> set[str]:
@@ -31,24 +38,35 @@ class Bridge:
 
     def scan(self, *argv: str, user: str | None = None) -> subprocess.CompletedProcess[str]:
         command = [sys.executable, "-m", "poller", "scan", *argv]
+        env, cwd = None, ROOT
         if user is not None:
-            # Drop root and every capability: the poller image without CAP_NET_RAW.
+            # Drop root and every capability: the poller image without CAP_NET_RAW. The
+            # checkout may be unreadable to `user` (a 0700 clone): run a staged copy.
+            python, env, cwd = self.staged(user)
             setpriv = shutil.which("setpriv")
             assert setpriv is not None, "setpriv (util-linux) is missing"
             privileges = [f"--reuid={user}", f"--regid={user}", "--clear-groups"]
-            command = [setpriv, *privileges, "--inh-caps=-all", "--bounding-set=-all", *command]
+            command = [setpriv, *privileges, "--inh-caps=-all", "--bounding-set=-all"]
+            command += [python, "-m", "poller", "scan", *argv]
         return subprocess.run(
             ["ip", "netns", "exec", self.probe_ns, *command],
             capture_output=True,
             text=True,
             timeout=120,
-            cwd=ROOT,
+            cwd=cwd,
+            env=env,
         )
+
+    def staged(self, user: str) -> tuple[str, dict[str, str], Path]:
+        python, env = stage_once(self.stage_dir)
+        problem = problem_running_as(user, python, env, self.stage_dir)
+        if problem is not None:
+            unavailable(f"cannot run poller as {user}: {problem}")
+        return python, env, self.stage_dir
 
 
 @pytest.fixture(scope="module")
 def bridge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bridge]:
-    requires_root()
     lab = NetLab(tmp_path_factory.mktemp("discovery"), network="10.79.0.0/22", prefix="pldi")
     try:
         for index, host in enumerate(LIVE_HOSTS):
@@ -61,10 +79,20 @@ def bridge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bridge]:
             ready=lambda: "ready" in lab.log("silent"),
         )
         lab.host("closed", lab.address(21))
-        yield Bridge(lab, lab.host("probe", lab.address(42)))
+        stage_dir = Path(tempfile.mkdtemp(prefix="poller-staged-"))
+        try:
+            yield Bridge(lab, lab.host("probe", lab.address(42)), stage_dir)
+        finally:
+            shutil.rmtree(stage_dir)
     finally:
         lab.close()
     assert lab.leftovers() == []
+
+
+@functools.cache
+def stage_once(into: Path) -> tuple[str, dict[str, str]]:
+    into.chmod(0o755)
+    return stage(into)
 
 
 def healthy(run: subprocess.CompletedProcess[str]) -> tuple[str, set[str], dict[str, int]]:
@@ -131,7 +159,6 @@ def test_a_segment_that_never_answers_arp_is_swept_with_connects(
     """Like an overlay that forwards traffic but answers no ARP: nobody replies (arp_ignore
     8), the poller reaches the nodes through static neighbour entries. Silence must not
     hide them: the segment is swept with connects instead."""
-    requires_root()
     lab = NetLab(tmp_path_factory.mktemp("noarp"), network="10.80.5.0/24", prefix="plna")
     try:
         hosts = (11, 22)

@@ -15,16 +15,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import requires_root
 from tests.support.labs import wait_for
 from tests.support.netlab import NetLab, overflow_lines
+
+pytestmark = pytest.mark.root  # checked by tests/conftest.py
 
 INTERVAL, FULL = 1.0, 10.0
 
 
 @pytest.fixture
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetLab]:
-    requires_root()
     if shutil.which("haproxy") is None:
         pytest.fail("haproxy is not installed; .ci/run installs it")
     lab = NetLab(

@@ -22,10 +22,11 @@ from collections.abc import Iterator
 import pytest
 
 from poller.config import load_settings
-from tests.conftest import requires_root
 from tests.support.labs import current_connections, wait_for, wrk_failures
 from tests.support.netlab import NetLab, overflow_lines
 from tests.support.processes import ROOT
+
+pytestmark = pytest.mark.root  # checked by tests/conftest.py
 
 SETTINGS = load_settings(ROOT / "config" / "poller.yaml", environ={})
 # "Each change is reflected in HAProxy within interval x rise + 1 s."
@@ -49,7 +50,6 @@ class Load:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetLab]:
-    requires_root()
     for tool in ("haproxy", "wrk", "dmesg"):
         if shutil.which(tool) is None:
             pytest.fail(f"{tool} is not installed; .ci/run installs it")
@@ -166,12 +166,12 @@ def test_08_the_pollers_own_link_cut_holds_the_pool(lab: NetLab) -> None:
     before = lab.servers()
     assert before, "the earlier scenarios leave members behind"
     changes = lab.metric("poller_haproxy_changes_total")
-    failed = lab.metric("poller_sweep_failures_total")
+    failed = lab.metric("poller_sweeps_total", 'kind="check",result="failed"')
     load = Load(lab, lab.client_ns, 8)
     lab.link(lab.poller_ns, up=False)
     try:
         wait_for(
-            lambda: lab.metric("poller_sweep_failures_total") >= failed + 3,
+            lambda: lab.metric("poller_sweeps_total", 'kind="check",result="failed"') >= failed + 3,
             10,
             "the poller to see its own sweeps fail",
         )

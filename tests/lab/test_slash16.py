@@ -11,9 +11,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import requires_root
 from tests.support.labs import wait_for
 from tests.support.netlab import NetLab, overflow_lines
+
+pytestmark = pytest.mark.root  # checked by tests/conftest.py
 
 HOSTS = (300, 21_000, 47_000, 65_000)  # spread over the /16
 # ~5 s per sweep with ARP; the bound is for a stuck sweep, not a speed goal (bench/).
@@ -22,7 +23,6 @@ SWEEP_BOUND_SECONDS = 60.0
 
 @pytest.fixture
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetLab]:
-    requires_root()
     if shutil.which("haproxy") is None:
         pytest.fail("haproxy is not installed; .ci/run installs it")
     lab = NetLab(

@@ -216,3 +216,16 @@ def connects(address: str, port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def serves(lab: Lab, *addresses: str) -> bool:
+    return lab.addresses() == set(addresses)
+
+
+def settled(lab: Lab, *addresses: str) -> bool:
+    """HAProxy serves exactly these, and its config file lists exactly these too (the
+    runtime change comes first, the file follows)."""
+    from poller.applying.planning import servers_in_file
+
+    in_file = {s.address for s in servers_in_file(lab.config_path.read_text())["nodes"]}
+    return serves(lab, *addresses) and in_file == set(addresses)

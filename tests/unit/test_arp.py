@@ -8,7 +8,7 @@ import struct
 from hypothesis import given
 from hypothesis import strategies as st
 
-from poller import arp
+from poller.discovery import arp
 
 LINK = arp.Link(
     "eth0", 2, bytes.fromhex("02aabbccddee"), "10.0.0.42", ipaddress.IPv4Network("10.0.0.0/16")

@@ -22,7 +22,7 @@ def test_shipped_config_is_the_builtin_default_plus_identity_and_two_services() 
     shipped = load_settings(ROOT / "config" / "poller.yaml", environ={})
     assert shipped.probe.identity is not None
     assert shipped.probe.identity.json_field == "host"
-    web, api = shipped.service_list()
+    web, api = shipped.resolved_services
     assert (web.name, web.ports, web.backend, web.default) == ("web", (3000,), "nodes", True)
     assert (api.name, api.ports, api.backend, api.path_prefix) == ("api", (3001,), "api", "/api")
     assert shipped.haproxy.retry_on  # the demo app answers GETs: safe to replay
@@ -290,7 +290,7 @@ def test_an_exclude_range_is_inclusive_at_both_ends() -> None:
     settings = load_settings(
         None, environ={}, overrides={"discovery": {"exclude": ["10.0.0.5-10.0.0.9"]}}
     )
-    from poller.config import parse_address_set_item
+    from poller.discovery.targets import parse_address_set_item
 
     assert parse_address_set_item(settings.discovery.exclude[0]).size == 5
 
@@ -344,7 +344,7 @@ services:
 def test_services_are_filled_in_from_the_top_level_settings(tmp_path: Path) -> None:
     text = "probe:\n  headers: {X-Probe: '1'}\n  timeout_seconds: 0.3\n" + TWO_SERVICES
     settings = load_settings(write(tmp_path, text), environ={})
-    web, api = settings.service_list()
+    web, api = settings.resolved_services
     assert (web.name, web.ports, web.backend, web.default) == ("web", (3000,), "web", True)
     assert (api.backend, api.hosts, api.path_prefix, api.default) == (
         "api",
@@ -360,7 +360,7 @@ def test_services_are_filled_in_from_the_top_level_settings(tmp_path: Path) -> N
 
 def test_without_services_the_top_level_settings_are_one_service() -> None:
     settings = load_settings(None, environ={})
-    (only,) = settings.service_list()
+    (only,) = settings.resolved_services
     assert (only.name, only.ports, only.backend, only.default) == (
         "default",
         (3000,),

@@ -15,8 +15,8 @@ from poller.applying.executing import Applier
 from poller.applying.planning import servers_in_file
 from poller.config import Settings, load_settings
 from poller.endpoints import Endpoint
+from poller.haproxy.rendering import load_template
 from poller.haproxy.servers import ServerState
-from poller.rendering import load_template
 
 A, B = Endpoint("10.0.0.1", 3000), Endpoint("10.0.0.2", 3000)
 MAINT, DRAIN = 0x01, 0x08
@@ -250,3 +250,59 @@ def test_a_server_haproxy_keeps_refusing_falls_back_to_a_reload(
     assert result.method == "reload"
     assert result.reason.startswith(f"HAProxy refused to delete nodes/{A.name}: Server still")
     assert made.master.reloads == 1  # type: ignore[attr-defined]
+
+
+class FailingMaster(RecordingMaster):
+    async def reload(self, deadline_seconds: float) -> None:
+        from poller.errors import ReloadFailed
+
+        self.reloads += 1
+        raise ReloadFailed("the new workers did not start")
+
+
+def test_a_reload_that_fails_after_a_runtime_fallback_is_counted_as_a_failed_reload(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The method of a failure is what was being done when it failed, not a guess made
+    afterwards: here the runtime change fell back to a reload, and the reload failed."""
+    monkeypatch.setattr(executing, "DEL_RETRY_SECONDS", 0.05)
+    monkeypatch.setattr(executing, "DEL_RETRY_POLL_SECONDS", 0.01)
+
+    class Refusing(RecordingRuntime):
+        async def del_server(self, backend: str, name: str) -> str:
+            return "Server still has connections attached to it, cannot remove it."
+
+    runtime = Refusing((A, 0), (B, 0))
+    made = applier(tmp_path, runtime, A, B)
+    made.master = FailingMaster()  # type: ignore[assignment]
+    result = asyncio.run(made.apply({"nodes": [B]}, {"nodes": list(runtime.state.values())}))
+    assert not result.ok
+    assert result.method == "reload"
+    assert "the new workers did not start" in (result.error or "")
+
+
+def test_a_template_rejected_on_the_reload_path_is_counted_as_a_failed_reload(
+    tmp_path: Path,
+) -> None:
+    runtime = RecordingRuntime((A, 0))
+    made = applier(tmp_path, runtime, A)
+    made.config_path.write_text("# a file from another template\n")  # so: a reload
+    made.settings = made.settings.model_copy(
+        update={"haproxy": made.settings.haproxy.model_copy(update={"binary": "false"})}
+    )
+    result = asyncio.run(made.apply({"nodes": [A]}, {"nodes": list(runtime.state.values())}))
+    assert not result.ok
+    assert result.method == "reload"
+    assert made.master.reloads == 0  # type: ignore[attr-defined]
+    assert runtime.calls == []
+
+
+def test_a_failure_before_any_plan_is_counted_under_the_file(tmp_path: Path) -> None:
+    runtime = RecordingRuntime((A, 0))
+    made = applier(tmp_path, runtime, A)
+    made.config_path.unlink()
+    made.config_path.mkdir()  # the live file cannot be read
+    result = asyncio.run(made.apply({"nodes": [A]}, {"nodes": list(runtime.state.values())}))
+    assert not result.ok
+    assert result.method == "file"
+    assert "cannot read" in (result.error or "")

@@ -17,9 +17,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from poller.config import Settings, load_settings
+from poller.discovery.asking import MAX_IDENTITY_CHARS, Outcome
 from poller.errors import ConfigError
-from poller.probing import MAX_IDENTITY_CHARS, Outcome
-from tests.unit.test_probing import classify
+from tests.support.asking import classify
 
 SECTIONS = ["discovery", "probe", "pool", "guard", "haproxy", "status", "state", "bogus"]
 FIELDS = [

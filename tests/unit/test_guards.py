@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from poller.config import GuardSettings
 from poller.endpoints import Endpoint as Server
-from poller.guards import Guarded, guard
+from poller.pool.guards import Guarded, guard
 
 S = [Server(f"10.0.0.{i}", 80) for i in range(1, 11)]
 DEFAULT = GuardSettings()

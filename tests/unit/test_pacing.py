@@ -8,7 +8,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from poller.pacing import KERNEL_DEFAULT_GC_THRESH3, NeighbourPacer, needs_pacing, neighbour_limits
+from poller.discovery.pacing import (
+    KERNEL_DEFAULT_GC_THRESH3,
+    NeighbourPacer,
+    needs_pacing,
+    neighbour_limits,
+)
 
 
 def test_first_budget_start_at_once_then_wait_for_the_window() -> None:
@@ -76,18 +81,19 @@ def test_consecutive_sweeps_share_one_pacer() -> None:
     import asyncio
 
     from poller.config import load_settings
-    from poller.probing import Prober
+    from poller.discovery.plans import plan_sweep
+    from poller.discovery.probing import Prober
+    from poller.discovery.sweeping import run_sweep
     from poller.results import Sweep
-    from poller.sweeping import discover, resolve
 
     settings = load_settings(
         None, environ={}, overrides={"discovery": {"subnets": ["10.255.255.0/30"]}}
     )
-    resolved = resolve(settings.discovery)
+    resolved = plan_sweep(settings.discovery)
 
     async def sweep() -> Sweep:
         async with Prober(settings.probe, 4, resolved.plan.scope()) as prober:
-            return await discover(resolved, prober)
+            return await run_sweep(resolved, prober)
 
     for _ in range(2):
         found = asyncio.run(sweep())
@@ -117,8 +123,8 @@ def test_a_sweep_of_two_ports_reserves_each_address_once() -> None:
     import asyncio
 
     from poller.config import load_settings
-    from poller.probing import Prober
-    from poller.targets import plan_targets
+    from poller.discovery.probing import Prober
+    from poller.discovery.targets import plan_targets
 
     settings = load_settings(None, environ={})
     plan = plan_targets(["10.255.255.0/30"], [], [3000, 8080], 16)

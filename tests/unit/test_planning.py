@@ -174,3 +174,22 @@ def test_servers_are_read_back_from_a_rendered_file_only_when_ours() -> None:
     assert servers_in_file(text) == {"nodes": [A, B, Endpoint("fd00::1", 80)]}
     two = "backend web\n    server n_10_0_0_1_3000 10.0.0.1:3000\nbackend api\nbackend x\n"
     assert servers_in_file(two) == {"web": [A], "api": [], "x": []}
+
+
+def test_server_options_are_read_from_each_server_line_of_its_backend() -> None:
+    from poller.applying.planning import server_options_in
+
+    text = (
+        "global\n    stats socket /run/admin.sock\n"
+        "frontend web\n    bind :80\n    default_backend nodes\n"
+        "backend nodes\n    balance roundrobin\n"
+        "    server n_10_0_0_1_3000 10.0.0.1:3000 check weight 37 # the operator's\n"
+        "    server n_fd00__1_3000 [fd00::1]:3000 check\n"
+        "backend api\n    server n_10_0_0_2_3001 10.0.0.2:3001 check inter 2s\n"
+        "listen stats\n    server other 10.9.9.9:80 check\n"
+    )
+    assert server_options_in(text) == {
+        ("nodes", "n_10_0_0_1_3000"): "check weight 37",
+        ("nodes", "n_fd00__1_3000"): "check",
+        ("api", "n_10_0_0_2_3001"): "check inter 2s",
+    }

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from poller.endpoints import Endpoint
-from poller.pools import EventKind, Observation, Pool, Rules, State, step
+from poller.pool.pools import EventKind, Observation, Pool, Rules, State, step
 
 A = Endpoint("10.0.0.5", 3000)
 
@@ -261,8 +261,8 @@ def test_a_missing_identity_keeps_the_known_one(identities: list[str | None], ch
 def test_haproxy_is_only_given_members_whose_last_probe_passed() -> None:
     """A member HAProxy lacks is added only after a probe in this process passed; one it
     already serves stays while the pool serves it (falling included)."""
-    from poller import cycle
-    from poller.pools import LastProbe, Member
+    from poller.pool import decisions
+    from poller.pool.pools import LastProbe, Member
 
     up, falling, restored = (Endpoint(f"10.0.0.{i}", 80) for i in (1, 2, 3))
     never = LastProbe(float("-inf"), "restored", None, None)
@@ -275,8 +275,8 @@ def test_haproxy_is_only_given_members_whose_last_probe_passed() -> None:
             restored: Member(restored, None, State.UP, 2, 0, 0.0, never),
         }
     )
-    assert cycle.desired(pool, live=[]) == [up]
-    assert cycle.desired(pool, live=[falling, restored]) == [up, falling, restored]
+    assert decisions.desired(pool, live=[]) == [up]
+    assert decisions.desired(pool, live=[falling, restored]) == [up, falling, restored]
 
 
 def _seen(healthy: bool, identity: str | None, outcome: str, ms: float | None) -> Observation:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 from collections import Counter
 from typing import Any
@@ -10,31 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from poller.config import load_settings
-from poller.endpoints import Endpoint as Target
-from poller.probing import _request, make_client
-from poller.results import Outcome, ProbeResult, Sweep
-
-TARGET = Target("10.0.0.7", 3000)
-
-
-def settings(**probe: Any) -> Any:
-    return load_settings(None, environ={}, overrides={"probe": probe}).probe
-
-
-def classify(handler: Any, **probe: Any) -> ProbeResult:
-    probe_settings = settings(**probe)
-
-    def result(
-        outcome: Outcome, status: int | None = None, identity: str | None = None, detail: str = ""
-    ) -> ProbeResult:
-        return ProbeResult(TARGET, outcome, True, 0.0, status, identity, detail)
-
-    async def go() -> ProbeResult:
-        async with make_client(probe_settings, 4, httpx.MockTransport(handler)) as client:
-            return await _request(client, probe_settings, TARGET, result)
-
-    return asyncio.run(go())
+from poller.results import Outcome, Sweep
+from tests.support.asking import classify
 
 
 def answer(status: int = 200, **kwargs: Any) -> Any:

@@ -13,7 +13,7 @@ from poller.applying.planning import servers_in_file
 from poller.config import Settings, load_settings
 from poller.endpoints import Endpoint as Server
 from poller.errors import TemplateError
-from poller.rendering import (
+from poller.haproxy.rendering import (
     Template,
     context,
     haproxy_quote,

@@ -19,14 +19,11 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from poller import arp
 from poller.config import ProbeSettings, load_settings
-from poller.endpoints import Endpoint
-from poller.errors import ConfigError, TargetsError
-from poller.probing import Prober
-from poller.results import Outcome
-from poller.sweeping import resolve
-from poller.targets import (
+from poller.discovery import arp
+from poller.discovery.plans import plan_sweep
+from poller.discovery.probing import Prober
+from poller.discovery.targets import (
     Scope,
     address_text,
     check_subnet,
@@ -34,6 +31,9 @@ from poller.targets import (
     normalised,
     plan_targets,
 )
+from poller.endpoints import Endpoint
+from poller.errors import ConfigError, TargetsError
+from poller.results import Outcome
 
 
 def texts(subnet: str, allow_public: bool = True) -> list[str]:
@@ -153,7 +153,7 @@ def test_a_subnet_with_host_bits_set_means_its_network() -> None:
 def test_no_subnet_is_an_error_that_says_how_to_give_one() -> None:
     settings = load_settings(None, environ={})
     with pytest.raises(ConfigError) as caught:
-        resolve(settings.discovery)
+        plan_sweep(settings.discovery)
     message = str(caught.value)
     assert message.startswith("discovery.subnets: no subnet to sweep")
     for way in ("--subnet CIDR", "POLLER_DISCOVERY__SUBNETS", "discovery.subnets", "`auto`"):
@@ -276,7 +276,7 @@ def test_every_target_and_hot_address_is_inside_the_subnets_outside_the_excludes
 
 def plan_targets_of(addresses: netaddr.IPSet, plan: object) -> list[Endpoint]:
     """The hot sweep's targets as the daemon makes them: the plan narrowed to them."""
-    from poller.targets import TargetPlan
+    from poller.discovery.targets import TargetPlan
 
     assert isinstance(plan, TargetPlan)
     return list(TargetPlan(plan.addresses & addresses, plan.ports))
@@ -327,7 +327,7 @@ def test_the_prober_refuses_a_target_outside_the_plan_before_any_socket(
     async def connect(endpoint: Endpoint) -> None:
         connects.append(endpoint)
 
-    monkeypatch.setattr("poller.probing._connect", connect)
+    monkeypatch.setattr("poller.discovery.asking.connect", connect)
     transport = httpx.MockTransport(lambda r: requests.append(r) or ok(r))
     plan = plan_targets(["127.0.0.1/32"], [], [9], 16)
     outside = [Endpoint("127.0.0.2", 9), Endpoint("::1", 9), Endpoint("127.0.0.3", 9)]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from poller.discovery.targets import likely_addresses, plan_targets
 from poller.endpoints import Endpoint as Target
 from poller.errors import TargetsError
-from poller.targets import likely_addresses, plan_targets
 
 
 def addresses(subnets: list[str], exclude: list[str] = [], ports: list[int] = [80]) -> list[str]:  # noqa: B006

@@ -22,17 +22,17 @@ import logging
 import time
 from collections.abc import Callable
 
+from poller.discovery.plans import SweepPlan
+from poller.discovery.probing import Prober
+from poller.discovery.sweeping import run_sweep
+from poller.discovery.targets import likely_addresses
 from poller.endpoints import Endpoint
-from poller.metrics import Metrics
-from poller.probing import Prober
-from poller.results import Progress, Sweep
-from poller.sweeping import Discovery, discover
-from poller.targets import likely_addresses
-from poller.tracking import Tracker
+from poller.pool.tracking import Tracker
+from poller.results import Progress, Sweep, SweepKind
+from poller.status.metrics import Metrics
 
 log = logging.getLogger("poller")
 
-FULL, HOT = "discovery", "hot"  # the sweep kinds, as metrics and logs name them
 FAILED_SWEEP_PAUSE_SECONDS = 1.0
 PROGRESS_EVERY_SECONDS = 10.0
 
@@ -41,7 +41,7 @@ class Discoverer:
     def __init__(
         self,
         tracker: Tracker,
-        discovery: Callable[[], Discovery],
+        discovery: Callable[[], SweepPlan],
         prober: Callable[[], Prober],
         metrics: Metrics,
         clock: Callable[[], float] = time.monotonic,
@@ -52,26 +52,26 @@ class Discoverer:
         self.metrics = metrics
         self.clock = clock
         self.due = asyncio.Event()
-        self.pending: set[str] = set()  # kinds due: "discovery" (full), "hot"
-        self.overrunning: set[str] = set()
+        self.pending: set[SweepKind] = set()  # the kinds due
+        self.overrunning: set[SweepKind] = set()
         self.sweeping_since: float | None = None
 
     def mark_due(self) -> None:
         """A full sweep is due."""
-        self.pending.add(FULL)
+        self.pending.add(SweepKind.FULL)
         self.due.set()
 
     def mark_hot_due(self) -> None:
-        self.pending.add(HOT)
+        self.pending.add(SweepKind.HOT)
         self.due.set()
 
     async def run(self) -> None:
         while True:
             await self.due.wait()
             self.due.clear()
-            kind = FULL if FULL in self.pending else HOT
+            kind = SweepKind.FULL if SweepKind.FULL in self.pending else SweepKind.HOT
             # A full sweep also asks every address a hot one would.
-            self.pending -= {FULL, HOT} if kind == FULL else {HOT}
+            self.pending -= {SweepKind.FULL, SweepKind.HOT} if kind is SweepKind.FULL else {kind}
             started = self.sweeping_since = self.clock()
             try:
                 found = await self._sweep(kind)
@@ -91,7 +91,7 @@ class Discoverer:
             if self.pending:
                 self.due.set()
 
-    def hot_plan(self) -> Discovery:
+    def hot_plan(self) -> SweepPlan:
         """The likely addresses, as a discovery of its own (same pacer, same links)."""
         discovery = self.discovery()
         settings = discovery.settings
@@ -105,16 +105,17 @@ class Discoverer:
         )
         return discovery.subset(addresses)
 
-    async def _sweep(self, kind: str) -> Sweep:
+    async def _sweep(self, kind: SweepKind) -> Sweep:
         """One sweep; while it lasts longer than PROGRESS_EVERY_SECONDS, a line says how
         far it has come (a first connect sweep of a /16 takes minutes)."""
-        discovery = self.discovery() if kind == FULL else self.hot_plan()
+        discovery = self.discovery() if kind is SweepKind.FULL else self.hot_plan()
         progress = Progress(discovery.plan.count, self.clock())
         known = self.known()
         async with asyncio.TaskGroup() as group:
             reporter = group.create_task(self._report(progress))
             try:
-                return await discover(discovery, self.prober(), known=known, progress=progress)
+                async with self.prober().lease() as prober:
+                    return await run_sweep(discovery, prober, known=known, progress=progress)
             finally:
                 reporter.cancel()
 
@@ -148,13 +149,13 @@ class Discoverer:
             if all(e in pools[name].members for name, _ in prober.asks(e.port) if name in pools)
         )
 
-    def _interval(self, kind: str) -> float:
+    def _interval(self, kind: SweepKind) -> float:
         settings = self.discovery().settings
-        if kind == FULL and settings.full_interval_seconds is not None:
+        if kind is SweepKind.FULL and settings.full_interval_seconds is not None:
             return settings.full_interval_seconds
         return settings.interval_seconds
 
-    def _note_overrun(self, kind: str, overran: bool) -> None:
+    def _note_overrun(self, kind: SweepKind, overran: bool) -> None:
         if overran:
             self.metrics.sweep_overruns.labels(kind=kind).inc()
         if overran and kind not in self.overrunning:

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from poller import files, states
-from poller.applying.executing import Journal
+from poller import files
+from poller.applying.journal import Journal
 from poller.endpoints import Endpoint
 from poller.errors import StateError
-from poller.pools import Observation, Pool, Rules, State, step
+from poller.pool import statefile
+from poller.pool.pools import Observation, Pool, Rules, State, step
 
 
 def make_pool() -> Pool:
@@ -28,8 +29,8 @@ def make_pool() -> Pool:
 
 def test_round_trip_keeps_members_states_and_identities(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "state.json"
-    states.save(path, {"default": make_pool()}, mono_now=110.0, wall_now=1000.0)
-    saved = states.load(path, mono_now=5.0, wall_now=1003.0, services=["default"])
+    statefile.save(path, {"default": make_pool()}, mono_now=110.0, wall_now=1000.0)
+    saved = statefile.load(path, mono_now=5.0, wall_now=1003.0, services=["default"])
     assert saved is not None
     assert saved.pending_reload is False
     members = saved.pools["default"].all()
@@ -46,7 +47,7 @@ def test_round_trip_keeps_members_states_and_identities(tmp_path: Path) -> None:
 def test_a_reload_owed_by_an_older_state_file_is_still_read(tmp_path: Path) -> None:
     path = tmp_path / "state.json"
     path.write_text('{"version": 1, "pending_reload": true, "members": []}')
-    saved = states.load(path, 0.0, 0.0, ["default"])
+    saved = statefile.load(path, 0.0, 0.0, ["default"])
     assert saved is not None
     assert saved.pending_reload is True
 
@@ -61,15 +62,15 @@ def test_the_reload_journal_survives_a_restart(tmp_path: Path) -> None:
 
 
 def test_missing_file_is_no_state(tmp_path: Path) -> None:
-    assert states.load(tmp_path / "none.json", 0.0, 0.0, ["default"]) is None
+    assert statefile.load(tmp_path / "none.json", 0.0, 0.0, ["default"]) is None
 
 
 def test_each_service_keeps_its_pool_and_a_one_pool_file_is_the_first_services(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "state.json"
-    states.save(path, {"web": make_pool(), "api": Pool()}, 110.0, 1000.0)
-    saved = states.load(path, 110.0, 1000.0, ["api", "web", "admin"])
+    statefile.save(path, {"web": make_pool(), "api": Pool()}, 110.0, 1000.0)
+    saved = statefile.load(path, 110.0, 1000.0, ["api", "web", "admin"])
     assert saved is not None
     assert {name: len(p.members) for name, p in saved.pools.items()} == {"api": 0, "web": 2}
     # Written by poller before services: version 1, one pool.
@@ -77,7 +78,7 @@ def test_each_service_keeps_its_pool_and_a_one_pool_file_is_the_first_services(
         '{"version": 1, "members": [{"address": "10.0.0.1", "port": 80, "identity": null,'
         ' "state": "up", "successes": 1, "failures": 0, "since": 0}]}'
     )
-    saved = states.load(path, 0.0, 0.0, ["web", "api"])
+    saved = statefile.load(path, 0.0, 0.0, ["web", "api"])
     assert saved is not None
     assert [len(saved.pools[n].members) for n in saved.pools] == [1]
     assert list(saved.pools) == ["web"]
@@ -102,13 +103,13 @@ def test_corrupt_state_is_a_state_error_naming_the_file(tmp_path: Path, content:
     path = tmp_path / "state.json"
     path.write_text(content)
     with pytest.raises(StateError, match=r"state\.json: unusable state file"):
-        states.load(path, 0.0, 0.0, ["default"])
+        statefile.load(path, 0.0, 0.0, ["default"])
 
 
 def test_save_leaves_no_temp_files(tmp_path: Path) -> None:
     path = tmp_path / "state.json"
     for _ in range(3):
-        states.save(path, {"default": make_pool()}, 0.0, 0.0)
+        statefile.save(path, {"default": make_pool()}, 0.0, 0.0)
     assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
 
 

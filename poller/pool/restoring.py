@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 import time
 
-from poller import cycle, files, states
+from poller import files
 from poller.applying.executing import Applier
 from poller.config import Settings
 from poller.errors import PollerError, StateError
-from poller.pools import Pool
+from poller.pool import decisions, statefile
+from poller.pool.pools import Pool
 
 log = logging.getLogger("poller")
 
@@ -26,10 +27,10 @@ async def restore(settings: Settings, applier: Applier) -> dict[str, Pool]:
         removed = files.remove_stale(path)
         if removed:
             log.info("removed staged copies left by a stop", extra={"fields": {"files": removed}})
-    services = settings.service_list()
+    services = settings.resolved_services
     names = [service.name for service in services]
     try:
-        saved = states.load(settings.state.path, time.monotonic(), time.time(), names)
+        saved = statefile.load(settings.state.path, time.monotonic(), time.time(), names)
     except StateError as exc:
         log.error("state file ignored", extra={"fields": {"error": str(exc)}})
         saved = None
@@ -50,7 +51,7 @@ async def restore(settings: Settings, applier: Applier) -> dict[str, Pool]:
     except PollerError:
         servers, source = applier.live_file_servers(), "config file"
     adopted = {
-        s.name: cycle.adopted(servers.get(s.backend, []), settings.pool.rise, time.monotonic())
+        s.name: decisions.adopted(servers.get(s.backend, []), settings.pool.rise, time.monotonic())
         for s in services
     }
     count = sum(len(p.members) for p in adopted.values())

@@ -9,7 +9,7 @@ from collections.abc import Collection, Iterable
 
 from poller.config import PoolSettings
 from poller.endpoints import Endpoint
-from poller.pools import LastProbe, Member, Observation, Pool, State
+from poller.pool.pools import LastProbe, Member, Observation, Origin, Pool, State
 from poller.results import Outcome, ProbeResult
 
 # A member is due a little before its pace is up, so members whose checks fell close
@@ -17,7 +17,7 @@ from poller.results import Outcome, ProbeResult
 EARLY_SHARE = 0.05
 
 
-def pace(member: Member, settings: PoolSettings) -> float:
+def check_interval(member: Member, settings: PoolSettings) -> float:
     """Seconds between two checks of `member`. Candidates are re-probed quickly so they
     join soon; a member whose port refused (nothing listens: the process is gone) is
     confirmed as quickly. Other failures, timeouts above all, keep the normal pace, so a
@@ -31,7 +31,7 @@ def pace(member: Member, settings: PoolSettings) -> float:
 
 def due_at(member: Member, settings: PoolSettings) -> float:
     """When `member` is next due (its last probe plus its pace, a little early)."""
-    step = pace(member, settings)
+    step = check_interval(member, settings)
     return member.last.at + step * (1 - EARLY_SHARE)
 
 
@@ -53,7 +53,7 @@ def observation(result: ProbeResult) -> Observation:
         result.endpoint,
         result.healthy,
         result.identity,
-        str(result.outcome),
+        result.outcome,
         result.latency_ms,
         result.status,
     )
@@ -84,5 +84,5 @@ def desired(pool: Pool, live: Collection[Endpoint] = ()) -> list[Endpoint]:
 def adopted(servers: Iterable[Endpoint], rise: int, now: float) -> Pool:
     """A first start with no saved pool: take what HAProxy serves as UP members, probed
     at once, so poller never starts by stripping HAProxy while the probes decide."""
-    never = LastProbe(float("-inf"), "adopted", None, None)
+    never = LastProbe(float("-inf"), Origin.ADOPTED, None, None)
     return Pool({e: Member(e, None, State.UP, rise, 0, now, never) for e in servers})

@@ -75,7 +75,7 @@ def context(
     (or only) service's backend. `members`, `backend` and `check` are the first
     service's, so a template written for one service keeps working."""
     haproxy = settings.haproxy
-    services = settings.service_list()
+    services = settings.resolved_services
     by_backend = servers if isinstance(servers, Mapping) else {services[0].backend: servers}
     described = [
         {

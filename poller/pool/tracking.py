@@ -11,20 +11,21 @@ after each of them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
-from poller import cycle, states
 from poller.config import PoolSettings
 from poller.endpoints import Endpoint
 from poller.errors import PollerError
-from poller.history import History
-from poller.metrics import Metrics
-from poller.pools import EventKind, Member, Observation, Pool, Rules, State, step
-from poller.results import Sweep
+from poller.pool import decisions, statefile
+from poller.pool.pools import EventKind, Member, Observation, Pool, Rules, State, step
+from poller.results import Sweep, SweepKind
+from poller.status.history import History
+from poller.status.metrics import Metrics
 
 log = logging.getLogger("poller")
 
@@ -59,6 +60,7 @@ class Tracker:
         self.vacated: deque[str] = deque(maxlen=VACATED)
         self.on_serving_change: list[Callable[[], None]] = []
         self.on_members_change: list[Callable[[str], None]] = []  # hears the service
+        self.save_due = asyncio.Event()
         self.gauge_members()
 
     def configure(self, settings: PoolSettings, state_path: Path) -> None:
@@ -80,32 +82,31 @@ class Tracker:
 
     def checked(self, service: str, found: Sweep, asked: Collection[Endpoint]) -> None:
         """Member checks of one service came back."""
-        if self.account("check", found):
-            self.observe(service, cycle.observations(found.results, asked))
+        if self.account(SweepKind.CHECK, found):
+            self.observe(service, decisions.observations(found.results, asked))
 
-    def discovered(self, found: Sweep, kind: str = "discovery") -> None:
+    def discovered(self, found: Sweep, kind: SweepKind = SweepKind.FULL) -> None:
         """A discovery sweep (full or hot) came back: healthy endpoints a service's pool
         does not know are its candidates (each result names its service)."""
         if not self.account(kind, found):
             return
         for name, pool in self.pools.items():
             mine = [r for r in found.results if r.service in (name, "")]
-            fresh = cycle.candidates(mine, pool)
+            fresh = decisions.candidates(mine, pool)
             self.metrics.sweep_found.labels(kind=kind).inc(len(fresh))
             if fresh:
                 self.observe(name, fresh)
 
-    def account(self, kind: str, found: Sweep) -> bool:
+    def account(self, kind: SweepKind, found: Sweep) -> bool:
         """Metrics and history of a sweep; False when it failed on the poller's own side."""
         self.metrics.sweep_duration.labels(kind=kind).observe(found.duration_seconds)
         for outcome, count in found.outcomes.items():
             self.metrics.probes.labels(result=str(outcome)).inc(count)
-        if kind != "check":
+        if kind is not SweepKind.CHECK:
             self.history.sweep(found, kind)
         failure = found.failure
         if failure is not None:
             self.metrics.sweeps.labels(kind=kind, result="failed").inc()
-            self.metrics.sweep_failures.labels(kind=kind).inc()
             if kind not in self.failing:
                 self.failing.add(kind)
                 log.error(
@@ -165,7 +166,7 @@ class Tracker:
     # -- the pool -------------------------------------------------------------------------
 
     def desired(self, service: str, live: Collection[Endpoint] = ()) -> list[Endpoint]:
-        return cycle.desired(self.pools[service], live)
+        return decisions.desired(self.pools[service], live)
 
     def gauge_members(self) -> None:
         for name, pool in self.pools.items():
@@ -176,7 +177,25 @@ class Tracker:
                 )
 
     def save(self) -> None:
+        """The state file is due a write: the `saving` task makes it, off the loop."""
+        self.save_due.set()
+
+    async def saving(self) -> None:
+        """Write the state file whenever it is due, in a thread (it fsyncs): a slow disk
+        never stalls the checks. Changes made while one write runs make one more."""
+        while True:
+            await self.save_due.wait()
+            self.save_due.clear()
+            pools, now, wall = dict(self.pools), self.clock(), self.wall()
+            await asyncio.to_thread(self._write, pools, now, wall)
+
+    def save_now(self) -> None:
+        """Write the state file at once, on this thread (at shutdown)."""
+        self.save_due.clear()
+        self._write(dict(self.pools), self.clock(), self.wall())
+
+    def _write(self, pools: dict[str, Pool], now: float, wall: float) -> None:
         try:
-            states.save(self.state_path, self.pools, self.clock(), self.wall())
+            statefile.save(self.state_path, pools, now, wall)
         except PollerError as exc:
             log.error("cannot save state", extra={"fields": {"error": str(exc)}})

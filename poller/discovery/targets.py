@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 import netaddr
 
-from poller.config import parse_address_set_item
 from poller.endpoints import Endpoint
 from poller.errors import TargetsError
 
@@ -50,6 +49,17 @@ class TargetPlan:
 
     def scope(self) -> Scope:
         return Scope(self.addresses)
+
+
+def parse_address_set_item(item: str) -> netaddr.IPSet:
+    """One `exclude` entry (address, CIDR or `first-last` range) as an IPSet."""
+    try:
+        if "-" in item:
+            first, last = (part.strip() for part in item.split("-", 1))
+            return netaddr.IPSet(netaddr.IPRange(first, last))
+        return netaddr.IPSet([netaddr.IPNetwork(item, expand_partial=False)])
+    except (netaddr.AddrFormatError, ValueError, TypeError) as exc:
+        raise ValueError(f"{item!r} is not an address, CIDR or range") from exc
 
 
 def address_text(version: int, value: int) -> str:

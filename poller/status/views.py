@@ -14,9 +14,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from poller.history import Key
-from poller.pools import Member
-from poller.status import Response, Route, page_routes
+from poller.pool.pools import Member
+from poller.status.history import ChangeRecord, EventRecord, Key
+from poller.status.server import Response, Route, page_routes
 
 # /healthz turns 503 after this many periods without a successful sweep, or without
 # HAProxy brought (or found) in step.
@@ -34,9 +34,9 @@ class Snapshot:
     hold_reason: str | None = None
     live: frozenset[Key] = frozenset()  # what HAProxy serves, by service
     services: Sequence[Mapping[str, Any]] = ()  # name, backend, ports
-    last_change: Mapping[str, Any] | None = None
-    changes: Sequence[Mapping[str, Any]] = ()
-    events: Sequence[Mapping[str, Any]] = ()
+    last_change: ChangeRecord | None = None
+    changes: Sequence[ChangeRecord] = ()
+    events: Sequence[EventRecord] = ()
     stats_port: int | None = None
     last_success_mono: float | None = None
     last_success_wall: float | None = None
@@ -78,8 +78,8 @@ def pool(snapshot: Snapshot) -> dict[str, Any]:
                 s["name"]: [str(e) for n, e in sorted(snapshot.live) if n == s["name"]]
                 for s in snapshot.services
             },
-            "last_change": snapshot.last_change,
-            "changes": list(snapshot.changes),
+            "last_change": snapshot.last_change and snapshot.last_change.as_json(),
+            "changes": [change.as_json() for change in snapshot.changes],
             "stats_port": snapshot.stats_port,
         },
         "last_successful_sweep": snapshot.last_success_wall,
@@ -132,7 +132,9 @@ def routes(snapshot: Callable[[], Snapshot], registry: CollectorRegistry) -> dic
         "/metrics": metrics,
         "/pool": lambda: Response(200, "application/json", _json(pool(snapshot()))),
         "/events": lambda: Response(
-            200, "application/json", _json({"events": list(snapshot().events)})
+            200,
+            "application/json",
+            _json({"events": [event.as_json() for event in snapshot().events]}),
         ),
     }
     table.update(page_routes())

@@ -29,8 +29,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from poller.interfaces import host_networks
-from poller.targets import Scope
+from poller.discovery.interfaces import host_networks
+from poller.discovery.targets import Scope
 
 ETH_P_ARP = 0x0806
 _SOL_PACKET = 263

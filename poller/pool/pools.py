@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from poller.endpoints import Endpoint
+from poller.results import Outcome
 
 
 class State(StrEnum):
@@ -38,12 +39,19 @@ class EventKind(StrEnum):
     FORGOTTEN = "forgotten"  # a DOWN member no longer remembered
 
 
+class Origin(StrEnum):
+    """Where a member's last probe came from when this process has not probed it yet."""
+
+    ADOPTED = "adopted"  # taken from what HAProxy served at a first start
+    RESTORED = "restored"  # loaded from the state file
+
+
 @dataclass(frozen=True)
 class Observation:
     endpoint: Endpoint
     healthy: bool
     identity: str | None = None
-    outcome: str = ""
+    outcome: Outcome | None = None
     latency_ms: float | None = None
     status: int | None = None
 
@@ -51,7 +59,7 @@ class Observation:
 @dataclass(frozen=True)
 class LastProbe:
     at: float
-    outcome: str
+    outcome: Outcome | Origin | None
     latency_ms: float | None
     status: int | None
 
@@ -128,6 +136,10 @@ def step(
     return Pool(members), events
 
 
+def _reason(seen: Observation) -> str:
+    return "" if seen.outcome is None else str(seen.outcome)
+
+
 def _event(kind: EventKind, member: Member, now: float, reason: str = "") -> Event:
     return Event(kind, member.endpoint, now, identity=member.identity, reason=reason)
 
@@ -182,7 +194,7 @@ def _advance(
 
     failures = member.failures + 1
     if member.state is State.RISING:
-        events.append(_event(EventKind.DROPPED, member, now, reason=seen.outcome))
+        events.append(_event(EventKind.DROPPED, member, now, reason=_reason(seen)))
         return None
     if member.state is State.DOWN:
         return replace(member, failures=failures, successes=0, last=last)
@@ -190,7 +202,7 @@ def _advance(
         down = replace(
             member, state=State.DOWN, failures=failures, successes=0, since=now, last=last
         )
-        events.append(_event(EventKind.DOWN, down, now, reason=seen.outcome))
+        events.append(_event(EventKind.DOWN, down, now, reason=_reason(seen)))
         return down
     return replace(member, state=State.FALLING, failures=failures, successes=0, last=last)
 

@@ -15,17 +15,17 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
 
 from poller.applying.executing import Applier, Result
+from poller.applying.planning import Method
 from poller.config import Settings
 from poller.endpoints import Endpoint, ordered
 from poller.errors import HAProxyError, HAProxyUnavailable
-from poller.guards import Guarded, Hold, guard
 from poller.haproxy.servers import ServerState
-from poller.history import History
-from poller.metrics import Metrics
-from poller.tracking import Tracker
+from poller.pool.guards import Guarded, Hold, guard
+from poller.pool.tracking import Tracker
+from poller.status.history import ChangeRecord, History, NoteKind
+from poller.status.metrics import Metrics
 
 log = logging.getLogger("poller")
 
@@ -55,7 +55,7 @@ class Reconciler:
         self.applying = asyncio.Lock()
         self.guarded: dict[str, Guarded] = {}  # by service: each has its own guard
         self.live: dict[str, frozenset[Endpoint]] = {}  # by backend: what HAProxy serves
-        self.last_change: dict[str, Any] | None = None
+        self.last_change: ChangeRecord | None = None
         self.in_step_mono: float | None = None
         self.backoff = BACKOFF_FIRST_SECONDS
         self.retry_at = float("-inf")  # after a failure, no attempt before this
@@ -98,10 +98,10 @@ class Reconciler:
             # A bug: the traceback goes to the log; the apply is retried like any other.
             log.exception("HAProxy not updated: unexpected error; will retry")
             self.metrics.task_failures.labels(task="apply").inc()
-            result = Result("runtime", error=f"unexpected error: {exc!r}")
+            result = Result(self.applier.attempt, error=f"unexpected error: {exc!r}")
             self._failed(result, logged=True)
             return
-        if result.method != "offline":
+        if result.method is not Method.OFFLINE:
             self.answered_once = True
         if result.ok:
             if self.failed_attempts:
@@ -114,7 +114,7 @@ class Reconciler:
             self.retry_at = float("-inf")
             self.in_step_mono = self.clock()
             self.metrics.haproxy_in_step.set(self.wall())
-            if result.method != "none":
+            if result.method is not Method.NONE:
                 self._report_change(result)
         else:
             self._failed(result)
@@ -133,9 +133,10 @@ class Reconciler:
             self.metrics.haproxy_up.set(0)
         except HAProxyError as exc:  # it answered, but not as expected (no such backend)
             self.metrics.haproxy_up.set(1)
-            return Result("runtime", error=str(exc))
+            # Reading the runtime API's servers: a failure of the runtime path.
+            return Result(Method.RUNTIME, error=str(exc))
         servers: dict[str, frozenset[Endpoint]] = {}
-        for service in self.settings.service_list():
+        for service in self.settings.resolved_services:
             have = live.get(service.backend, frozenset())
             desired = self.tracker.desired(service.name, have)
             previous = self.guarded.get(service.name)
@@ -145,18 +146,13 @@ class Reconciler:
             servers[service.backend] = guarded.servers
         self._gauge_holds()
         result = await self.applier.apply(servers, states)
-        if result.method in ("none", "runtime", "file", "reload"):
+        if result.method is not Method.OFFLINE:
             self.live = servers  # what HAProxy serves now, even if the file is behind
         return result
 
     def _failed(self, result: Result, logged: bool = False) -> None:
         self.metrics.changes.labels(method=result.method, result="failed").inc()
-        self.last_change = {
-            "method": result.method,
-            "result": "failed",
-            "error": result.error,
-            "at": self.wall(),
-        }
+        self.last_change = ChangeRecord(self.wall(), result.method, False, error=result.error)
         self.history.change(self.last_change)
         self.failed_attempts += 1
         if not logged:
@@ -188,19 +184,19 @@ class Reconciler:
 
     def _report_hold(self, service: str, hold: Hold | None) -> None:
         before = self.holds.get(service)
-        several = len(self.settings.service_list()) > 1
+        several = len(self.settings.resolved_services) > 1
         if hold is not None and before is None:
             self.metrics.guard_holds.inc()
             held = [str(e) for e in ordered(hold.held)]
             fields = {"held": held, "reason": hold.reason}
             if several:
                 fields = {"service": service, **fields}
-            self.history.note("guard_hold", self.wall(), hold.reason, held, service)
+            self.history.note(NoteKind.GUARD_HOLD, self.wall(), hold.reason, held, service)
             log.warning("guard holding removals", extra={"fields": fields})
         elif hold is None and before is not None:
             released = [str(e) for e in ordered(before.held)]
             fields = {"service": service, "held": released} if several else {"held": released}
-            self.history.note("guard_release", self.wall(), "", released, service)
+            self.history.note(NoteKind.GUARD_RELEASE, self.wall(), "", released, service)
             log.info("guard released", extra={"fields": fields})
 
     def _gauge_holds(self) -> None:
@@ -214,14 +210,14 @@ class Reconciler:
     def _report_change(self, result: Result) -> None:
         self.metrics.changes.labels(method=result.method, result="ok").inc()
         self.metrics.change_duration.labels(method=result.method).observe(result.duration_seconds)
-        self.last_change = {
-            "method": result.method,
-            "result": "ok",
-            "added": result.added,
-            "removed": result.removed,
-            "duration_seconds": round(result.duration_seconds, 3),
-            "at": self.wall(),
-        }
+        self.last_change = ChangeRecord(
+            self.wall(),
+            result.method,
+            True,
+            tuple(result.added),
+            tuple(result.removed),
+            round(result.duration_seconds, 3),
+        )
         self.history.change(self.last_change)
         fields = {
             "method": result.method,

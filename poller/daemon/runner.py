@@ -1,14 +1,17 @@
 """`poller run`: the daemon's wiring, its signals and the supervision of its tasks.
 
-Four long-lived tasks do the work: the checker (members, each at its own pace), the
-discoverer (sweeps for newcomers), the reconciler (HAProxy in step) and the clock
-watcher; APScheduler times the periodic jobs (a discovery sweep is due, a reconcile is
-due); the status server answers from snapshots. Every task is supervised: one that ends
-for any reason but shutdown is logged at ERROR with its traceback, counted, and ends
-`poller run` with an error (exit 1), never a silent stop; failures inside a task's own
-cycle are that task's to log, count and retry. Signals only set events: SIGTERM/SIGINT
-stop (an apply under way finishes, bounded), SIGHUP re-reads the settings and the
-template (a bad one is reported and the old kept).
+Long-lived tasks do the work: the checkers (members, each at its own pace), the
+discoverer (sweeps for newcomers), the reconciler (HAProxy in step), the clock watcher,
+the reconfigurer (SIGHUP) and the state writer (the state file, off the loop);
+APScheduler times the periodic jobs (a discovery sweep is due, a reconcile is due); the
+status server answers from snapshots. Every task is supervised, and supervision never
+pauses (a SIGHUP is the reconfigurer's to handle): a task that ends for any reason but
+shutdown is logged at ERROR with its traceback, counted, and ends `poller run` with an
+error (exit 1), never a silent stop; failures inside a task's own cycle are that task's
+to log, count and retry. Signals only set events: SIGTERM/SIGINT stop (an apply under
+way finishes, bounded), SIGHUP re-reads the settings and the template (a bad one is
+reported and the old kept; sweeps and checks under way finish on the prober they began
+with, which closes after its last user).
 """
 
 from __future__ import annotations
@@ -21,22 +24,23 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from poller import clocks, views
 from poller.applying.executing import Applier
-from poller.checking import Checker
+from poller.applying.reconciling import Reconciler
 from poller.config import Settings
-from poller.discovering import Discoverer
+from poller.daemon import clocks
+from poller.daemon.scheduling import Schedule
+from poller.discovery.discovering import Discoverer
+from poller.discovery.plans import SweepPlan, plan_sweep
+from poller.discovery.probing import Prober
 from poller.errors import ConfigError, DaemonFailed, PollerError
-from poller.history import History
-from poller.metrics import Metrics
-from poller.probing import Prober
-from poller.reconciling import Reconciler
-from poller.rendering import load_template
-from poller.restoring import restore
-from poller.scheduling import Schedule
-from poller.status import StatusServer
-from poller.sweeping import Discovery, resolve
-from poller.tracking import Tracker
+from poller.haproxy.rendering import load_template
+from poller.pool.checking import Checker
+from poller.pool.restoring import restore
+from poller.pool.tracking import Tracker
+from poller.status import views
+from poller.status.history import History, SweepRecord
+from poller.status.metrics import Metrics
+from poller.status.server import StatusServer
 
 log = logging.getLogger("poller")
 
@@ -54,10 +58,10 @@ class Daemon:
         self.reload_settings = reload_settings
         self.metrics = metrics or Metrics()
         self.history = History()
-        self.discovery: Discovery = resolve(settings.discovery, settings.ports())
+        self.discovery: SweepPlan = plan_sweep(settings.discovery, settings.ports())
         self.prober = _prober(settings, self.discovery)
         self.applier = Applier(settings, load_template(settings.haproxy.template))
-        names = [service.name for service in settings.service_list()]
+        names = [service.name for service in settings.resolved_services]
         self.tracker = Tracker(
             names, settings.pool, settings.state.path, self.metrics, self.history
         )
@@ -94,6 +98,8 @@ class Daemon:
             self._task(
                 "clock", clocks.watch(self.metrics, self.history, self.schedule.all_due_now)
             ),
+            self._task("reconfigurer", self._reconfigurer()),
+            self._task("state writer", self.tracker.saving()),
         }
         members = len(self.tracker.members())
         fields = {**self.discovery.summary(), "members": members}
@@ -110,24 +116,34 @@ class Daemon:
         return asyncio.get_running_loop().create_task(work, name=name)
 
     async def _supervise(self, tasks: set[asyncio.Task[None]]) -> None:
-        """Until a stop: SIGHUPs reconfigure; a task that ends is a failure."""
-        while not self.stopping.is_set():
-            waits = {self._task("stop", _wait(self.stopping)), self._task("hup", _wait(self.hup))}
-            done, _ = await asyncio.wait(tasks | waits, return_when=asyncio.FIRST_COMPLETED)
-            for waiter in waits:
-                waiter.cancel()
-            for task in done & tasks:
-                error = task.exception() if not task.cancelled() else None
-                self.metrics.task_failures.labels(task=task.get_name()).inc()
-                log.error(
-                    "task ended unexpectedly; stopping",
-                    exc_info=error,
-                    extra={"fields": {"task": task.get_name()}},
-                )
-                raise DaemonFailed(f"the {task.get_name()} task ended: {error!r}") from error
-            if self.hup.is_set() and not self.stopping.is_set():
-                self.hup.clear()
+        """Until a stop, watch the tasks: one that ends is a failure. (A SIGHUP is the
+        reconfigurer's: supervision never pauses for it.)"""
+        stop = self._task("stop", _wait(self.stopping))
+        try:
+            done, _ = await asyncio.wait(tasks | {stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        for task in done & tasks:
+            error = task.exception() if not task.cancelled() else None
+            self.metrics.task_failures.labels(task=task.get_name()).inc()
+            log.error(
+                "task ended unexpectedly; stopping",
+                exc_info=error,
+                extra={"fields": {"task": task.get_name()}},
+            )
+            raise DaemonFailed(f"the {task.get_name()} task ended: {error!r}") from error
+
+    async def _reconfigurer(self) -> None:
+        """Each SIGHUP re-reads the settings and the template (a bad one is reported and
+        the old kept). A bug in it is logged and counted, and the old settings stay."""
+        while True:
+            await self.hup.wait()
+            self.hup.clear()
+            try:
                 await self._reconfigure()
+            except Exception:
+                log.exception("reconfiguration failed unexpectedly; keeping the old settings")
+                self.metrics.task_failures.labels(task="reconfigure").inc()
 
     async def _shut_down(self, tasks: set[asyncio.Task[None]]) -> None:
         log.info("stopping")
@@ -141,7 +157,7 @@ class Daemon:
         for task in tasks:
             if task.done() and not task.cancelled() and task.exception() is not None:
                 log.error("task failed while stopping", exc_info=task.exception())
-        self.tracker.save()
+        self.tracker.save_now()
         if self.status is not None:
             await self.status.close()
         await self.prober.aclose()
@@ -165,7 +181,7 @@ class Daemon:
         try:
             settings = self.reload_settings()
             template = load_template(settings.haproxy.template)
-            discovery = resolve(settings.discovery, settings.ports())
+            discovery = plan_sweep(settings.discovery, settings.ports())
             if _shape(settings) != _shape(self.settings):
                 raise ConfigError(
                     "services", "names or backends changed: restart poller to apply that"
@@ -188,9 +204,8 @@ class Daemon:
         for checker in self.checkers:
             checker.wake.set()
         self.reconciler.changed.set()
-        # Probes under way still use the old client: close it once they are over.
-        await asyncio.sleep(old.settings.timeout_seconds)
-        await old.aclose()
+        # Sweeps and checks under way still use the old prober: it closes after the last.
+        await old.retire()
 
     def _export_settings(self) -> None:
         s = self.settings
@@ -202,7 +217,7 @@ class Daemon:
 
     def snapshot(self) -> views.Snapshot:
         holds = self.reconciler.holds
-        backends = {s.name: s.backend for s in self.settings.service_list()}
+        backends = {s.name: s.backend for s in self.settings.resolved_services}
         live = self.reconciler.live
         return views.Snapshot(
             mono=time.monotonic(),
@@ -213,8 +228,8 @@ class Daemon:
                 **self.discovery.summary(),
                 "interval_seconds": self.settings.discovery.interval_seconds,
                 "full_interval_seconds": self.settings.discovery.full_interval_seconds,
-                "last_sweep": self.history.last_sweep,
-                "last_hot_sweep": self.history.last_hot_sweep,
+                "last_sweep": _json(self.history.last_sweep),
+                "last_hot_sweep": _json(self.history.last_hot_sweep),
                 "next_sweep_at": self.schedule.next_sweep_at(),
             },
             held=frozenset((n, e) for n, hold in holds.items() for e in hold.held),
@@ -227,7 +242,7 @@ class Daemon:
             ),
             services=[
                 {"name": s.name, "backend": s.backend, "ports": list(s.ports)}
-                for s in self.settings.service_list()
+                for s in self.settings.resolved_services
             ],
             last_change=self.reconciler.last_change,
             changes=list(self.history.changes),
@@ -242,22 +257,26 @@ class Daemon:
         )
 
 
+def _json(record: SweepRecord | None) -> dict[str, Any] | None:
+    return None if record is None else record.as_json()
+
+
 def _checker_name(checker: Checker, count: int) -> str:
     return f"checker {checker.service}" if count > 1 else "checker"
 
 
-def _prober(settings: Settings, discovery: Discovery) -> Prober:
+def _prober(settings: Settings, discovery: SweepPlan) -> Prober:
     return Prober(
         settings.probe,
         settings.discovery.concurrency,
         discovery.plan.scope(),
-        services=settings.service_list(),
+        services=settings.resolved_services,
     )
 
 
 def _shape(settings: Settings) -> list[tuple[str, str]]:
     """What a SIGHUP cannot change: the services and their backends."""
-    return [(s.name, s.backend) for s in settings.service_list()]
+    return [(s.name, s.backend) for s in settings.resolved_services]
 
 
 async def _wait(event: asyncio.Event) -> None:

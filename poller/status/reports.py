@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from poller.discovery.plans import SweepPlan
 from poller.results import ProbeResult, Sweep
-from poller.sweeping import Discovery
 
 _TABLE_IDENTITY_CHARS = 40
 
@@ -36,7 +36,7 @@ def result_dict(result: ProbeResult) -> dict[str, Any]:
     }
 
 
-def scan_json(discovery: Discovery, found: Sweep) -> dict[str, Any]:
+def scan_json(discovery: SweepPlan, found: Sweep) -> dict[str, Any]:
     return {
         **discovery.summary(),
         "targets": found.targets,
@@ -47,7 +47,7 @@ def scan_json(discovery: Discovery, found: Sweep) -> dict[str, Any]:
     }
 
 
-def summary_line(discovery: Discovery, found: Sweep) -> str:
+def summary_line(discovery: SweepPlan, found: Sweep) -> str:
     answered = sum(1 for result in found.results if result.connected)
     outcomes = ", ".join(f"{name} {count}" for name, count in sorted(found.outcomes.items()))
     method = discovery.method + (", IPv6 without ARP" if discovery.ipv6 else "")
@@ -67,7 +67,7 @@ def plural(count: int, noun: str) -> str:
     return f"{count:,} {noun}" if count == 1 else f"{count:,} {noun}s"
 
 
-def scan_table(discovery: Discovery, found: Sweep, several: bool = False) -> str:
+def scan_table(discovery: SweepPlan, found: Sweep, several: bool = False) -> str:
     """The results, one line each; a SERVICE column when `several` services asked."""
     header: tuple[str, ...] = ("ADDRESS", "PORT", "RESULT", "STATUS", "LATENCY_MS", "IDENTITY")
     rows = [

@@ -21,7 +21,10 @@ class Metrics:
             "poller_members", "Pool members by service and state.", ["service", "state"], registry=r
         )
         self.sweeps = Counter(
-            "poller_sweeps_total", "Sweeps by kind and result.", ["kind", "result"], registry=r
+            "poller_sweeps_total",
+            "Sweeps by kind and result; failed: on the poller's side (the pool kept as it was).",
+            ["kind", "result"],
+            registry=r,
         )
         self.sweep_duration = Histogram(
             "poller_sweep_duration_seconds",
@@ -55,12 +58,6 @@ class Metrics:
         self.clock_jumps = Counter(
             "poller_clock_jumps_total",
             "Wall-clock jumps seen (the schedule was mended; pool timing is monotonic).",
-            registry=r,
-        )
-        self.sweep_failures = Counter(
-            "poller_sweep_failures_total",
-            "Sweeps that failed on the poller's side (pool kept as it was).",
-            ["kind"],
             registry=r,
         )
         self.last_success = Gauge(

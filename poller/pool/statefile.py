@@ -18,7 +18,7 @@ from typing import Any
 from poller import files
 from poller.endpoints import Endpoint
 from poller.errors import InstallError, StateError
-from poller.pools import LastProbe, Member, Pool, State
+from poller.pool.pools import LastProbe, Member, Origin, Pool, State
 
 VERSION = 2
 
@@ -107,5 +107,5 @@ def _member(item: dict[str, Any], mono_now: float, wall_now: float) -> Member:
         int(item["successes"]),
         int(item["failures"]),
         since,
-        LastProbe(float("-inf"), "restored", None, None),
+        LastProbe(float("-inf"), Origin.RESTORED, None, None),
     )

@@ -14,8 +14,8 @@ import logging
 import time
 from collections.abc import Callable
 
-from poller.history import History
-from poller.metrics import Metrics
+from poller.status.history import History, NoteKind
+from poller.status.metrics import Metrics
 
 log = logging.getLogger("poller")
 
@@ -35,6 +35,6 @@ async def watch(metrics: Metrics, history: History, on_jump: Callable[[], None])
         log.warning(
             "wall clock jumped; jobs rescheduled", extra={"fields": {"seconds": round(jump, 3)}}
         )
-        history.note("clock_jump", now_wall, f"{jump:+.1f} s", [])
+        history.note(NoteKind.CLOCK_JUMP, now_wall, f"{jump:+.1f} s", [])
         metrics.clock_jumps.inc()
         on_jump()

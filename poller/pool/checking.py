@@ -19,11 +19,11 @@ import logging
 import time
 from collections.abc import Callable
 
-from poller import cycle
+from poller.discovery.probing import Prober
 from poller.endpoints import Endpoint
-from poller.metrics import Metrics
-from poller.probing import Prober
-from poller.tracking import Tracker
+from poller.pool import decisions
+from poller.pool.tracking import Tracker
+from poller.status.metrics import Metrics
 
 log = logging.getLogger("poller")
 
@@ -61,18 +61,19 @@ class Checker:
                 settings = self.tracker.settings
                 now = self.clock()
                 pool = self.tracker.pools[self.service]
-                members = cycle.due(pool, settings, now, self.busy)
+                members = decisions.due(pool, settings, now, self.busy)
                 if members:
                     self.busy.update(members)
                     batches.create_task(self._batch(members))
-                wake_at = cycle.next_due(pool, settings, self.busy)
+                wake_at = decisions.next_due(pool, settings, self.busy)
                 delay = None if wake_at is None else max(0.0, wake_at - self.clock())
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), delay)
 
     async def _batch(self, members: list[Endpoint]) -> None:
         try:
-            found = await self.prober().checks(members, self.service)
+            async with self.prober().lease() as prober:
+                found = await prober.checks(members, self.service)
             self.tracker.checked(self.service, found, members)
         except Exception:
             # A bug, not a node's doing (probes never raise for what a node does): say so

@@ -1,0 +1,125 @@
+"""The `haproxy` section: the HAProxy poller keeps in step, its files and sockets, what the
+template renders, and how changes are paced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic import Field, model_validator
+
+from poller.config.values import Section
+
+
+class HAProxySettings(Section):
+    """The HAProxy poller keeps in step with the pool."""
+
+    config_path: Path = Field(
+        default=Path("/usr/local/etc/haproxy/haproxy.cfg"),
+        description="The config file HAProxy runs (shared with the HAProxy container).",
+    )
+    template: Path | None = Field(
+        default=None,
+        description="Jinja2 template of that file; unset: the built-in one "
+        "(config/haproxy.cfg.j2).",
+    )
+    template_vars: Mapping[str, str | int | float | bool] = Field(
+        default_factory=dict, description="Extra variables for your own template (`vars.X`)."
+    )
+    binary: str = Field(default="haproxy", description="HAProxy binary for `haproxy -c`.")
+    admin_socket: Path = Field(
+        default=Path("/var/run/haproxy/admin.sock"), description="Runtime API socket."
+    )
+    master_socket: Path = Field(
+        default=Path("/var/run/haproxy/master.sock"),
+        description="Master CLI socket (`haproxy -W -S <path>`), for reloads.",
+    )
+    backend: str = Field(
+        default="nodes",
+        pattern=r"^[A-Za-z0-9_.:-]+$",
+        description="The backend whose servers poller owns.",
+    )
+    frontend_bind: str = Field(default=":80", description="Template: the frontend's bind.")
+    stats_bind: str = Field(default=":1936", description="Template: the stats page's bind.")
+    log_target: str | None = Field(
+        default="stdout format raw local0",
+        pattern=r"^[^\n\r#]+$",
+        description="Template: HAProxy's `log` target (null: no request log).",
+    )
+    retries: int = Field(default=3, ge=0, le=20, description="Template: `retries`.")
+    retry_on: bool = Field(
+        default=False,
+        description="Template: `retry-on all-retryable-errors`. Replays requests that "
+        "failed on a dying node: only safe for idempotent apps.",
+    )
+    connect_timeout_ms: int = Field(
+        default=200,
+        ge=10,
+        le=60000,
+        description="Template: `timeout connect`. Also the connect timeout of HAProxy's own "
+        "checks and its retry turn-around: on a container network a connect takes well under "
+        "a millisecond, so 200 ms tells a vanished container (no RST, just silence) within "
+        "a check; raise it for remote or routed servers.",
+    )
+    check_interval_ms: int = Field(
+        default=500, ge=10, description="HAProxy's own check of each server: `inter`."
+    )
+    check_fastinter_ms: int = Field(
+        default=100,
+        ge=10,
+        description="HAProxy's own check: `fastinter`, the pace while a server changes state, "
+        "so a dead one is marked DOWN within about a second.",
+    )
+    check_fall: int = Field(default=2, ge=1, description="HAProxy's own check: `fall`.")
+    check_rise: int = Field(default=1, ge=1, description="HAProxy's own check: `rise`.")
+    slowstart_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        le=3600,
+        description="Servers get HAProxy's `slowstart`: a new member's weight ramps up over "
+        "this long instead of taking its full share at once; unset: off.",
+    )
+    socket_timeout_seconds: float = Field(
+        default=2.0, gt=0, description="Deadline for one runtime or master CLI command."
+    )
+    drain_timeout_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="Wait at most this long for a leaving server's "
+        "sessions to end before it is put in maintenance and deleted.",
+    )
+    reload_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="Wait at most this long for a reload to show."
+    )
+    runtime_api: bool = Field(
+        default=True,
+        description="Change membership through the runtime API (false: reload on every "
+        "change, as the push-way lab did; for comparison, or where the API cannot be used).",
+    )
+    min_wait_seconds: float = Field(
+        default=0.0, ge=0, description="Debounce: apply once the pool was quiet this long."
+    )
+    max_wait_seconds: float = Field(
+        default=1.0, ge=0, description="Debounce: apply at the latest this long after a change."
+    )
+    min_reload_gap_seconds: float = Field(
+        default=5.0, ge=0, description="At least this long between two reloads."
+    )
+    reconcile_interval_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="Bring HAProxy in step this often even when the pool did not change "
+        "(catches a restarted HAProxy and hand edits); /healthz is 503 after three of these "
+        "without HAProxy brought or found in step.",
+    )
+
+    @model_validator(mode="after")
+    def _waits_ordered(self) -> HAProxySettings:
+        if self.min_wait_seconds > self.max_wait_seconds:
+            raise ValueError(
+                f"min_wait_seconds ({self.min_wait_seconds:g}) is longer than "
+                f"max_wait_seconds ({self.max_wait_seconds:g})"
+            )
+        return self

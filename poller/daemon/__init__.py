@@ -1,0 +1,1 @@
+"""`poller run`'s wiring: the daemon, its schedule and its clock watcher."""

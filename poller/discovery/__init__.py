@@ -1,0 +1,1 @@
+"""Discovery: which addresses to try, how to ask them (ARP, TCP, HTTP), and the sweeps."""
