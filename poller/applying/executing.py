@@ -40,13 +40,12 @@ from poller.applying.planning import (
     server_options_in,
     servers_in_file,
 )
-from poller.config import Settings
+from poller.config import HAProxySettings, Settings
 from poller.endpoints import Endpoint, ordered
 from poller.errors import HAProxyError, HAProxyUnavailable, InstallError, PollerError, ReloadFailed
 from poller.haproxy import configs
-from poller.haproxy.master import Master
+from poller.haproxy.clients import MasterCLI, RuntimeAPI, haproxy_clients
 from poller.haproxy.rendering import Template, context, render
-from poller.haproxy.runtime import Runtime
 from poller.haproxy.servers import ServerState
 
 log = logging.getLogger(__name__)
@@ -90,8 +89,12 @@ class Applier:
         settings: Settings,
         template: Template,
         clock: Callable[[], float] = time.monotonic,
+        clients: Callable[[HAProxySettings], tuple[RuntimeAPI, MasterCLI]] = haproxy_clients,
     ) -> None:
+        """`clients`: makes the runtime API and master CLI clients from the haproxy
+        settings (again after each SIGHUP); the seam tests use."""
         self.clock = clock
+        self.clients = clients
         self.last_reload_at = float("-inf")
         # What the apply under way is doing, so a failure is counted under it: a reload
         # that fails after a runtime change fell back to it is a failed reload.
@@ -101,9 +104,7 @@ class Applier:
     def configure(self, settings: Settings, template: Template) -> None:
         self.settings = settings
         self.template = template
-        h = settings.haproxy
-        self.runtime = Runtime(h.admin_socket, h.socket_timeout_seconds)
-        self.master = Master(h.master_socket, h.socket_timeout_seconds)
+        self.runtime, self.master = self.clients(settings.haproxy)
         self.journal = Journal(journal_path(settings.state.path))
 
     @property
