@@ -75,9 +75,7 @@ def logged(log: str, message: str, kind: str) -> int:
         except ValueError:
             continue
         count += (
-            isinstance(entry, dict)
-            and entry.get("msg") == message
-            and (entry.get("kind") == kind)
+            isinstance(entry, dict) and entry.get("msg") == message and (entry.get("kind") == kind)
         )
     return count
 
