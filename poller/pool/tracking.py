@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Collection, Sequence
@@ -61,6 +62,8 @@ class Tracker:
         self.on_serving_change: list[Callable[[], None]] = []
         self.on_members_change: list[Callable[[str], None]] = []  # hears the service
         self.save_due = asyncio.Event()
+        self._writing = threading.Lock()
+        self._taken = self._written = 0  # snapshots of the pool taken, and written
         self.gauge_members()
 
     def configure(self, settings: PoolSettings, state_path: Path) -> None:
@@ -186,16 +189,25 @@ class Tracker:
         while True:
             await self.save_due.wait()
             self.save_due.clear()
-            pools, now, wall = dict(self.pools), self.clock(), self.wall()
-            await asyncio.to_thread(self._write, pools, now, wall)
+            await asyncio.to_thread(self._write, *self._snapshot())
 
     def save_now(self) -> None:
         """Write the state file at once, on this thread (at shutdown)."""
         self.save_due.clear()
-        self._write(dict(self.pools), self.clock(), self.wall())
+        self._write(*self._snapshot())
 
-    def _write(self, pools: dict[str, Pool], now: float, wall: float) -> None:
-        try:
-            statefile.save(self.state_path, pools, now, wall)
-        except PollerError as exc:
-            log.error("cannot save state", extra={"fields": {"error": str(exc)}})
+    def _snapshot(self) -> tuple[int, dict[str, Pool], float, float]:
+        self._taken += 1
+        return self._taken, dict(self.pools), self.clock(), self.wall()
+
+    def _write(self, taken: int, pools: dict[str, Pool], now: float, wall: float) -> None:
+        # A write cut off by shutdown may finish in its thread after the final one: the
+        # newer snapshot must stay on disk.
+        with self._writing:
+            if taken <= self._written:
+                return
+            try:
+                statefile.save(self.state_path, pools, now, wall)
+            except PollerError as exc:
+                log.error("cannot save state", extra={"fields": {"error": str(exc)}})
+            self._written = taken

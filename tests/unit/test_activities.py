@@ -582,3 +582,18 @@ def test_a_restart_takes_the_saved_pool_and_haproxy_is_not_asked(tmp_path: Path)
     assert members[B].failures == 1
     assert {m.last.outcome for m in members.values()} == {Origin.RESTORED}  # probed again first
     assert decisions.desired(pools["default"]) == []  # nothing new goes to HAProxy unprobed
+
+
+def test_a_state_write_that_finishes_late_never_overwrites_a_newer_one(tmp_path: Path) -> None:
+    from poller.pool import statefile
+
+    clock = Clock()
+    made = tracker(tmp_path, clock)
+    made.pools["default"] = Pool({A: up(A)})
+    older = made._snapshot()  # a write begun before shutdown, still in its thread
+    made.pools["default"] = Pool({A: up(A), B: up(B)})
+    made.save_now()  # the final write
+    made._write(*older)  # the old write finishes after it
+    saved = statefile.load(made.state_path, clock.now, clock.wall(), ["default"])
+    assert saved is not None
+    assert set(saved.pools["default"].members) == {A, B}
