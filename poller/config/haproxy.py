@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from poller.config.values import Section
 
@@ -48,11 +49,23 @@ class HAProxySettings(Section):
         description="Template: HAProxy's `log` target (null: no request log).",
     )
     retries: int = Field(default=3, ge=0, le=20, description="Template: `retries`.")
-    retry_on: bool = Field(
-        default=False,
-        description="Template: `retry-on all-retryable-errors`. Replays requests that "
-        "failed on a dying node: only safe for idempotent apps.",
+    retry_on: Literal["off", "idempotent", "all"] = Field(
+        default="idempotent",
+        description="Template: which requests HAProxy replays on another server when theirs "
+        "died before answering (`retry-on all-retryable-errors`). `idempotent`: GET, HEAD "
+        "and OPTIONS only (`http-request disable-l7-retry` for the others), so a POST is "
+        "never sent twice; `all`: every method, only for apps whose every request is safe "
+        "to repeat; `off`: failed connects only. `true`/`false` mean `all`/`off`.",
     )
+
+    @field_validator("retry_on", mode="before")
+    @classmethod
+    def _retry_on_words(cls, value: Any) -> Any:
+        # YAML reads `off`/`on` as booleans, and `true` was the old spelling of `all`.
+        if isinstance(value, bool):
+            return "all" if value else "off"
+        return value
+
     connect_timeout_ms: int = Field(
         default=200,
         ge=10,

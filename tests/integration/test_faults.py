@@ -12,6 +12,9 @@ import random
 import signal
 import socket
 import subprocess
+import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -222,3 +225,57 @@ def test_wall_clock_jumps_neither_expire_members_nor_stall(
         assert [e["kind"] for e in lab.status("/events")["events"]].count("clock_jump") == 2
     finally:
         lab.close()
+
+
+ODD = Path(__file__).resolve().parents[1] / "support" / "oddnodes.py"
+
+
+def send(lab: Lab, method: str) -> int:
+    """One request to /work through HAProxy's frontend; its status (5xx: it failed)."""
+    # An empty body: HAProxy can replay a POST only when it holds its whole body.
+    body = b"" if method == "POST" else None
+    url = f"http://127.0.0.1:{lab.frontend_port}/work"
+    request = urllib.request.Request(url, method=method, data=body)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+@pytest.mark.parametrize("retry_on", ["idempotent", "all"])
+def test_a_request_whose_server_died_before_answering_is_replayed_only_if_safe(
+    tmp_path: Path, retry_on: str
+) -> None:
+    """One of two servers reads each request and drops it unanswered. GETs are always
+    answered (replayed on the other server). With the default `idempotent`, a POST sent to
+    it fails visibly and ran there exactly once; with `all` it is replayed, so it ran there
+    and still answered: the side effect happened, and the POST ran again elsewhere."""
+    lab = Lab(
+        tmp_path / "lab", subnet="127.0.11.8/29", settings={"haproxy": {"retry_on": retry_on}}
+    )
+    try:
+        lab.start_haproxy()
+        dies, good = "127.0.11.10", "127.0.11.11"
+        lab.spawn(
+            "dies",
+            [sys.executable, str(ODD), f"dies@{dies}:3000"],
+            ready=lambda: "ready" in lab.log("dies"),
+        )
+        lab.start_node(good, "good")
+        lab.start_poller()
+        wait_for(lambda: settled(lab, dies, good), 10, "both servers to join")
+        gets = [send(lab, "GET") for _ in range(8)]
+        posts = [send(lab, "POST") for _ in range(8)]
+        took = lab.log("dies").count("took POST /work")
+    finally:
+        lab.close()
+    assert [s for s in gets if s >= 500] == [], gets  # every GET answered
+    assert lab.log("dies").count("took GET /work") >= 1  # some went to the dying server
+    failed = [s for s in posts if s >= 500]
+    if retry_on == "idempotent":
+        assert failed, posts  # the POSTs sent to it failed, visibly
+        assert took == len(failed), (took, posts)  # each of them ran there exactly once
+    else:
+        assert failed == [], posts  # replayed, so answered ...
+        assert took >= 1  # ... though they had reached the dying server first

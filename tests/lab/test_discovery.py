@@ -30,7 +30,7 @@ LIVE_HOSTS = (7, 300, 700, 1000)
 class Bridge:
     lab: NetLab
     probe_ns: str  # where the scans run, at .42
-    stage_dir: Path  # world-readable: a copy of poller for runs as another user
+    stage_dir: Path | None = None  # world-readable: a copy of poller for runs as another user
 
     @property
     def live(self) -> set[str]:
@@ -58,6 +58,7 @@ class Bridge:
         )
 
     def staged(self, user: str) -> tuple[str, dict[str, str], Path]:
+        assert self.stage_dir is not None, "this bridge runs poller as root only"
         python, env = stage_once(self.stage_dir)
         problem = problem_running_as(user, python, env, self.stage_dir)
         if problem is not None:

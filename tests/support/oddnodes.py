@@ -6,7 +6,9 @@ drip (headers, then a body byte every 100 ms), reset (accepts, then resets), end
 with a chunked body that never ends), gzipbomb (200, `Content-Encoding: gzip`, 64 KiB that
 inflate to 64 MiB), garbage (random bytes instead of HTTP), headers (10,000 header lines),
 mismatch (200 whose body lacks "hello"), evilid (a JSON identity carrying newlines, quotes
-and HAProxy keywords), hugeid (a 4 MiB JSON identity), tls (a real TLS server; needs
+and HAProxy keywords), hugeid (a 4 MiB JSON identity), dies (passes checks of `/`, drops
+any other request unanswered after reading it, saying `took METHOD PATH` on stdout), tls
+(a real TLS server; needs
 `--cert FILE` with key and certificate in one PEM).
 Prints `ready` on stdout once every listener is bound; stops on SIGTERM.
 """
@@ -59,7 +61,25 @@ async def serve(kind: str, reader: asyncio.StreamReader, writer: asyncio.StreamW
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             writer.close()
             return
-        await reader.readuntil(b"\r\n\r\n")
+        head = await reader.readuntil(b"\r\n\r\n")
+        if kind == "dies":
+            # Health checks (`/`) pass; any other request is read whole, counted on
+            # stdout (`took METHOD PATH`), then the connection is dropped unanswered, as by
+            # a server that died mid-request.
+            method, path = head.split(b" ", 2)[:2]
+            if path == b"/":
+                writer.write(_json_response({"hello": "world!", "host": "dies"}))
+                await writer.drain()
+                return
+            length = next(
+                (int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                 if line.lower().startswith(b"content-length:")),
+                0,
+            )  # fmt: skip
+            if length:
+                await reader.readexactly(length)
+            print(f"took {method.decode()} {path.decode()}", flush=True)
+            return
         if kind == "endless":
             writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
             chunk = b"%x\r\n%s\r\n" % (65536, b"y" * 65536)

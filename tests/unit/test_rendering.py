@@ -80,13 +80,27 @@ def test_the_original_lab_is_in_the_builtin_template() -> None:
         "master-worker",
     ):
         assert needle in text
-    assert "retry-on" not in text
 
 
-def test_retry_on_is_opt_in() -> None:
-    settings = load_settings(None, environ={"POLLER_HAPROXY__RETRY_ON": "true"})
-    text = render(BUILTIN, context(settings, []))
-    assert "retry-on all-retryable-errors" in text
+@pytest.mark.parametrize(
+    ("retry_on", "replays", "only_idempotent"),
+    [
+        (None, True, True),  # the default: idempotent
+        ("idempotent", True, True),
+        ("all", True, False),
+        ("true", True, False),  # the old spelling of `all`
+        ("off", False, False),
+        ("false", False, False),
+    ],
+)
+def test_retries_replay_only_idempotent_methods_unless_told_otherwise(
+    retry_on: str | None, replays: bool, only_idempotent: bool
+) -> None:
+    environ = {} if retry_on is None else {"POLLER_HAPROXY__RETRY_ON": retry_on}
+    text = render(BUILTIN, context(load_settings(None, environ=environ), []))
+    assert ("retry-on all-retryable-errors" in text) is replays
+    rule = "http-request disable-l7-retry unless METH_GET || METH_OPTIONS"
+    assert (rule in text) is only_idempotent
 
 
 def test_ipv6_names_and_endpoints() -> None:
