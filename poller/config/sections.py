@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 import netaddr
 from pydantic import Field, field_validator
 
-from poller.config.values import Section, as_list
+from poller.config.values import Section, as_list, distinct_ports
 from poller.discovery.targets import parse_address_set_item
 
 
@@ -134,12 +134,7 @@ class DiscoverySettings(Section):
             parse_address_set_item(item)
         return value
 
-    @field_validator("ports")
-    @classmethod
-    def _check_ports(cls, value: tuple[int, ...]) -> tuple[int, ...]:
-        if len(set(value)) != len(value):
-            raise ValueError(f"ports repeat: {list(value)}")
-        return value
+    _distinct = field_validator("ports")(distinct_ports)
 
 
 class PoolSettings(Section):

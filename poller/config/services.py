@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from pydantic import Field, field_validator
 
 from poller.config.probes import ProbeSettings, ServiceProbeSettings
-from poller.config.values import PATH, Section, as_list
+from poller.config.values import PATH, Section, as_list, distinct_ports
 
 _SERVICE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _HOST_NAME = re.compile(
@@ -91,12 +91,7 @@ class ServiceSettings(Section):
 
     _split = field_validator("ports", mode="before")(as_list)
 
-    @field_validator("ports")
-    @classmethod
-    def _check_ports(cls, value: tuple[int, ...]) -> tuple[int, ...]:
-        if len(set(value)) != len(value):
-            raise ValueError(f"ports repeat: {list(value)}")
-        return value
+    _distinct = field_validator("ports")(distinct_ports)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,13 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def distinct_ports(value: tuple[int, ...]) -> tuple[int, ...]:
+    """A list of ports in which none repeats."""
+    if len(set(value)) != len(value):
+        raise ValueError(f"ports repeat: {list(value)}")
+    return value
+
+
 def as_list(value: Any) -> Any:
     """Accept "a,b" (handy in environment variables) and a lone scalar as lists."""
     if isinstance(value, str):

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.labs import ROOT
-from tests.support.netlab import NetLab, overflow_lines, sh
+from tests.support.netlab import NetLab, lab_running, overflow_lines, sh
 from tests.support.requirements import unavailable
 from tests.support.staging import problem_running_as, stage
 
@@ -68,8 +68,8 @@ class Bridge:
 
 @pytest.fixture(scope="module")
 def bridge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bridge]:
-    lab = NetLab(tmp_path_factory.mktemp("discovery"), network="10.79.0.0/22", prefix="pldi")
-    try:
+    options = {"network": "10.79.0.0/22", "prefix": "pldi"}
+    with lab_running(tmp_path_factory.mktemp("discovery"), **options) as lab:
         for index, host in enumerate(LIVE_HOSTS):
             lab.start_node(host, f"live{index}")
         silent = lab.address(20)
@@ -85,9 +85,6 @@ def bridge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bridge]:
             yield Bridge(lab, lab.host("probe", lab.address(42)), stage_dir)
         finally:
             shutil.rmtree(stage_dir)
-    finally:
-        lab.close()
-    assert lab.leftovers() == []
 
 
 @functools.cache
@@ -160,8 +157,8 @@ def test_a_segment_that_never_answers_arp_is_swept_with_connects(
     """Like an overlay that forwards traffic but answers no ARP: nobody replies (arp_ignore
     8), the poller reaches the nodes through static neighbour entries. Silence must not
     hide them: the segment is swept with connects instead."""
-    lab = NetLab(tmp_path_factory.mktemp("noarp"), network="10.80.5.0/24", prefix="plna")
-    try:
+    options = {"network": "10.80.5.0/24", "prefix": "plna"}
+    with lab_running(tmp_path_factory.mktemp("noarp"), **options) as lab:
         hosts = (11, 22)
         namespaces = [lab.start_node(host, f"quiet{host}") for host in hosts]
         probe = lab.host("probe", lab.address(42))
@@ -175,6 +172,3 @@ def test_a_segment_that_never_answers_arp_is_swept_with_connects(
         method, found, _ = healthy(bridge.scan("--subnet", lab.network, "--json"))
         assert method == "arp"
         assert found == {lab.address(h) for h in hosts}
-    finally:
-        lab.close()
-    assert lab.leftovers() == []

@@ -8,7 +8,6 @@ only the next full sweep may find it. The kernel log gains no overflow line.
 
 from __future__ import annotations
 
-import shutil
 import statistics
 import time
 from collections.abc import Iterator
@@ -16,25 +15,19 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.labs import wait_for
-from tests.support.netlab import NetLab, overflow_lines
+from tests.support.netlab import NetLab, lab_running, overflow_lines
 
-pytestmark = pytest.mark.root  # checked by tests/conftest.py
+pytestmark = [pytest.mark.root, pytest.mark.haproxy]  # checked by tests/conftest.py
 
 INTERVAL, FULL = 1.0, 10.0
 
 
 @pytest.fixture
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetLab]:
-    if shutil.which("haproxy") is None:
-        pytest.fail("haproxy is not installed; .ci/run installs it")
-    lab = NetLab(
-        tmp_path_factory.mktemp("nethot"), network="10.78.0.0/16", prefix="plh", single_service=True
-    )
-    try:
+    workdir = tmp_path_factory.mktemp("nethot")
+    options = {"network": "10.78.0.0/16", "prefix": "plh", "single_service": True}
+    with lab_running(workdir, **options) as lab:
         yield lab
-    finally:
-        lab.close()
-    assert lab.leftovers() == []
 
 
 def join(lab: NetLab, host: int, bound: float) -> float:

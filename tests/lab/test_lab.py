@@ -13,7 +13,6 @@ requests; the kernel log gains no neighbour-table overflow line.
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import sys
 import time
@@ -23,10 +22,11 @@ import pytest
 
 from poller.config import load_settings
 from tests.support.labs import current_connections, wait_for, wrk_failures
-from tests.support.netlab import NetLab, overflow_lines
+from tests.support.netlab import NetLab, lab_running
 from tests.support.processes import ROOT
+from tests.support.requirements import require_tool
 
-pytestmark = pytest.mark.root  # checked by tests/conftest.py
+pytestmark = [pytest.mark.root, pytest.mark.haproxy]  # checked by tests/conftest.py
 
 SETTINGS = load_settings(ROOT / "config" / "poller.yaml", environ={})
 # "Each change is reflected in HAProxy within interval x rise + 1 s."
@@ -50,21 +50,13 @@ class Load:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetLab]:
-    for tool in ("haproxy", "wrk", "dmesg"):
-        if shutil.which(tool) is None:
-            pytest.fail(f"{tool} is not installed; .ci/run installs it")
-    lab = NetLab(tmp_path_factory.mktemp("netlab"))
-    overflow_before = overflow_lines()
-    try:
+    require_tool("wrk", "apt-get install wrk")
+    require_tool("dmesg", "apt-get install util-linux")
+    with lab_running(tmp_path_factory.mktemp("netlab")) as lab:
         lab.start_haproxy()
         lab.start_poller(("POLLER_HAPROXY__RETRY_ON", "true"))
         lab.client_ns = lab.host("client", lab.address(200))
         yield lab
-    finally:
-        lab.close()
-    assert lab.leftovers() == [], "namespaces left behind"
-    assert all(proc.poll() is not None for proc in lab.stopped), "processes left running"
-    assert overflow_lines() == overflow_before, "the kernel log gained 'neighbor table overflow'"
 
 
 def served_within(lab: NetLab, expected: set[str], what: str) -> float:

@@ -5,16 +5,15 @@ gains no overflow line."""
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Iterator
 
 import pytest
 
 from tests.support.labs import wait_for
-from tests.support.netlab import NetLab, overflow_lines
+from tests.support.netlab import NetLab, lab_running, overflow_lines
 
-pytestmark = pytest.mark.root  # checked by tests/conftest.py
+pytestmark = [pytest.mark.root, pytest.mark.haproxy]  # checked by tests/conftest.py
 
 HOSTS = (300, 21_000, 47_000, 65_000)  # spread over the /16
 # ~5 s per sweep with ARP; the bound is for a stuck sweep, not a speed goal (bench/).
@@ -23,19 +22,10 @@ SWEEP_BOUND_SECONDS = 60.0
 
 @pytest.fixture
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetLab]:
-    if shutil.which("haproxy") is None:
-        pytest.fail("haproxy is not installed; .ci/run installs it")
-    lab = NetLab(
-        tmp_path_factory.mktemp("netlab16"),
-        network="10.77.0.0/16",
-        prefix="pl16",
-        single_service=True,
-    )
-    try:
+    workdir = tmp_path_factory.mktemp("netlab16")
+    options = {"network": "10.77.0.0/16", "prefix": "pl16", "single_service": True}
+    with lab_running(workdir, **options) as lab:
         yield lab
-    finally:
-        lab.close()
-    assert lab.leftovers() == []
 
 
 def test_a_slash_16_is_swept_without_misses_or_overflow(lab: NetLab) -> None:

@@ -17,6 +17,7 @@ timeline in namespaces (`make demo-netns`):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -25,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,22 @@ FAST_ARP = {"mcast_solicit": "1", "retrans_time_ms": "100"}
 
 def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(list(argv), capture_output=True, text=True, check=check, timeout=30)
+
+
+@contextlib.contextmanager
+def lab_running(workdir: Path, **options: Any) -> Iterator[NetLab]:
+    """A NetLab for a test or a module of tests: closed however the test ends, and, when
+    it ended well, checked to leave nothing behind: no namespace, no process running, no
+    new "neighbor table overflow" in the kernel log."""
+    lab = NetLab(workdir, **options)
+    overflow_before = overflow_lines()
+    try:
+        yield lab
+    finally:
+        lab.close()
+    assert lab.leftovers() == [], "namespaces left behind"
+    assert all(proc.poll() is not None for proc in lab.stopped), "processes left running"
+    assert overflow_lines() == overflow_before, "the kernel log gained 'neighbor table overflow'"
 
 
 def overflow_lines() -> int:
