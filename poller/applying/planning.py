@@ -90,7 +90,7 @@ def server_options_in(text: str) -> dict[tuple[str, str], str]:
         kind, name, rest = match.groups()
         if kind == "server":
             if backend is not None:
-                found[(backend, name)] = rest.split("#", 1)[0].strip()
+                found[(backend, name)] = rest.partition("#")[0].strip()
         else:
             backend = name if kind == "backend" else None  # a new section begins
     return found

@@ -57,7 +57,7 @@ def parse_address_set_item(item: str) -> netaddr.IPSet:
         if "-" in item:
             first, last = (part.strip() for part in item.split("-", 1))
             return netaddr.IPSet(netaddr.IPRange(first, last))
-        return netaddr.IPSet([netaddr.IPNetwork(item, expand_partial=False)])
+        return netaddr.IPSet([network_of(item)])
     except (netaddr.AddrFormatError, ValueError, TypeError) as exc:
         raise ValueError(f"{item!r} is not an address, CIDR or range") from exc
 
@@ -88,7 +88,7 @@ class Scope:
             self._ends[span.version].append(span.last)
 
     def holds(self, version: int, value: int) -> bool:
-        starts = self._starts.get(version, [])
+        starts = self._starts[version]
         at = bisect_right(starts, value) - 1
         return at >= 0 and value <= self._ends[version][at]
 
@@ -125,10 +125,15 @@ ALLOW_PUBLIC_HOW = (
 )
 
 
+def network_of(subnet: str) -> netaddr.IPNetwork:
+    """A CIDR as netaddr reads it, partial addresses (`10.0/16`) refused."""
+    return netaddr.IPNetwork(subnet, expand_partial=False)
+
+
 def check_subnet(subnet: str, allow_public: bool, field: str = "discovery.subnets") -> None:
     """Refuse a subnet no Docker network uses: special ranges always, public ones unless
     `allow_public` (the user says they own it). Private and loopback ranges pass."""
-    network = netaddr.IPNetwork(subnet, expand_partial=False)
+    network = network_of(subnet)
     for special, what in SPECIAL:
         if special.version == network.version and (
             network.first <= special.last and special.first <= network.last
@@ -147,14 +152,14 @@ def check_subnet(subnet: str, allow_public: bool, field: str = "discovery.subnet
 
 def host_bits_set(subnet: str) -> bool:
     """`127.0.0.5/28`: a CIDR naming an address inside the network, not the network."""
-    network = netaddr.IPNetwork(subnet, expand_partial=False)
+    network = network_of(subnet)
     return bool(network.ip != network.network)
 
 
 def normalised(subnet: str) -> str:
     """`127.0.0.5/28` -> `127.0.0.0/28`, `FD00:0::/126` -> `fd00::/126`: the network a
     CIDR means, in canonical text."""
-    network = netaddr.IPNetwork(subnet, expand_partial=False)
+    network = network_of(subnet)
     return f"{address_text(network.version, network.first)}/{network.prefixlen}"
 
 
@@ -170,7 +175,7 @@ def plan_targets(
     addresses = netaddr.IPSet()
     for subnet in subnets:
         check_subnet(subnet, allow_public)
-        network = netaddr.IPNetwork(subnet, expand_partial=False)
+        network = network_of(subnet)
         if network.version == 4 and network.prefixlen < 31:
             addresses.add(netaddr.IPRange(network.first + 1, network.last - 1))
         else:
@@ -185,7 +190,7 @@ def plan_targets(
             f"bound of {max_targets:,}; narrow the subnets, or raise the bound "
             "(discovery.max_targets, POLLER_DISCOVERY__MAX_TARGETS)"
         )
-        if any(netaddr.IPNetwork(s).version == 6 for s in subnets):
+        if any(network_of(s).version == 6 for s in subnets):
             problem = (
                 f"{', '.join(subnets)} x {ports_text} is {plan.count:,} targets, more than "
                 f"the bound of {max_targets:,}. An IPv6 network cannot be swept whole (a /64 "

@@ -460,3 +460,23 @@ def test_services_cannot_come_from_the_environment() -> None:
     assert str(caught.value) == (
         "POLLER_SERVICES__NAME: services are a list: set them in the YAML file"
     )
+
+
+def test_a_copy_with_other_services_resolves_its_own() -> None:
+    """Services are resolved once per settings object; a copy made with other sections
+    must not keep the original's."""
+    from poller.config import ServiceSettings
+
+    settings = load_settings(None, environ={})
+    assert [s.name for s in settings.resolved_services] == ["default"]
+    web = ServiceSettings(name="web", ports=(8080,))
+    copied = settings.model_copy(update={"services": (web,)})
+    assert [s.name for s in copied.resolved_services] == ["web"]
+    assert copied.ports() == (8080,)
+    assert [s.name for s in settings.resolved_services] == ["default"]
+    deep = settings.model_copy(deep=True)
+    assert deep == settings
+    assert deep.probe.headers is not settings.probe.headers  # a deep copy, as asked
+    assert settings.model_copy().probe.headers is settings.probe.headers  # else shallow
+    fresh = load_settings(None, environ={})
+    assert fresh.model_copy().resolved_services == fresh.resolved_services  # never resolved

@@ -180,10 +180,11 @@ def test_server_options_are_read_from_each_server_line_of_its_backend() -> None:
     from poller.applying.planning import server_options_in
 
     text = (
+        "    server stray 10.9.9.8:80 check\n"  # before any section: nobody's
         "global\n    stats socket /run/admin.sock\n"
         "frontend web\n    bind :80\n    default_backend nodes\n"
         "backend nodes\n    balance roundrobin\n"
-        "    server n_10_0_0_1_3000 10.0.0.1:3000 check weight 37 # the operator's\n"
+        "    server n_10_0_0_1_3000 10.0.0.1:3000 check weight 37 # the operator's # note\n"
         "    server n_fd00__1_3000 [fd00::1]:3000 check\n"
         "backend api\n    server n_10_0_0_2_3001 10.0.0.2:3001 check inter 2s\n"
         "listen stats\n    server other 10.9.9.9:80 check\n"

@@ -386,3 +386,15 @@ def test_rise_one_from_down_is_up_at_once_and_a_late_identity_is_learned_anywher
     unnamed, _ = step(unnamed, [fail()], 1.0, Rules(rise=1, fall=1))
     unnamed, _ = step(unnamed, [ok("b")], 2.0, Rules(rise=1, fall=1))
     assert unnamed.members[A].identity == "b"  # learned while down
+
+
+def test_an_event_gives_the_outcome_that_caused_it_as_its_reason() -> None:
+    from poller.pool.pools import EventKind, Observation, Pool, Rules, step
+    from poller.results import Outcome
+
+    rules = Rules(rise=1, fall=1)
+    pool, _ = step(Pool(), [Observation(A, True)], 0.0, rules)
+    _, down = step(pool, [Observation(A, False, outcome=Outcome.TIMEOUT)], 1.0, rules)
+    assert [(e.kind, e.reason) for e in down] == [(EventKind.DOWN, "timeout")]
+    _, unknown = step(pool, [Observation(A, False)], 1.0, rules)
+    assert [(e.kind, e.reason) for e in unknown] == [(EventKind.DOWN, "")]

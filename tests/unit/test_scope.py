@@ -27,6 +27,7 @@ from poller.discovery.targets import (
     Scope,
     address_text,
     check_subnet,
+    host_bits_set,
     likely_addresses,
     normalised,
     plan_targets,
@@ -145,6 +146,9 @@ def test_special_ranges_are_refused_even_with_the_opt_in(subnet: str, what: str)
 
 
 def test_a_subnet_with_host_bits_set_means_its_network() -> None:
+    assert host_bits_set("127.0.0.5/28")
+    assert not host_bits_set("127.0.0.0/28")
+    assert not host_bits_set("::1/128")
     assert normalised("127.0.0.5/28") == "127.0.0.0/28"
     assert normalised("::a00:1/126") == "::a00:0/126"
     assert texts("127.0.0.5/30") == ["127.0.0.5", "127.0.0.6"]
@@ -290,10 +294,14 @@ def test_hot_sweeps_follow_dockers_ipv6_allocation_too() -> None:
     # The vacated, the three after the highest in use, the three lowest free (IPv6 keeps
     # its first address: no network or broadcast address to drop).
     assert got == ["fd00::", "fd00::4", "fd00::5", "fd00::6", "fd00::9"]
-    # Below 2**32 as well: never IPv4.
+    # Below 2**32 as well: never IPv4, for the lowest free and for those after the highest.
     plan = plan_targets(["::1/128"], [], [3000], 65536)
     chosen = likely_addresses(plan, ["::1/128"], [], [], 3, 64)
     assert [t.address for t in plan_targets_of(chosen, plan)] == ["::1"]
+    plan = plan_targets(["::a00:0/120"], [], [3000], 65536, allow_public=True)
+    chosen = likely_addresses(plan, ["::a00:0/120"], ["::a00:0", "::a00:1", "::a00:8"], [], 2, 64)
+    got = [t.address for t in plan_targets_of(chosen, plan)]
+    assert got == ["::a00:2", "::a00:3", "::a00:9", "::a00:a"]
 
 
 def test_a_scope_never_mixes_versions() -> None:
@@ -419,3 +427,30 @@ def test_the_arp_sender_opens_no_socket_when_nothing_is_in_scope(
     )
     assert found.refused == [int(ipaddress.IPv4Address("10.9.0.9"))]
     assert found.requests_sent == 0
+
+
+def test_the_whole_refusals_as_users_read_them() -> None:
+    with pytest.raises(TargetsError) as public:
+        plan_targets(["8.8.8.0/30"], [], [80], 16)  # refused by default
+    assert str(public.value) == (
+        "discovery.subnets: 8.8.8.0/30 is neither a private range (10.0.0.0/8, "
+        "172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10, fc00::/7) nor loopback: no Docker "
+        "network uses it, so poller will not sweep it. If the network is yours to probe, "
+        "opt in with --allow-public, discovery.allow_public: true or "
+        "POLLER_DISCOVERY__ALLOW_PUBLIC=true"
+    )
+    with pytest.raises(TargetsError) as special:
+        check_subnet("169.254.0.0/24", allow_public=True)
+    assert special.value.where == "discovery.subnets"
+    assert special.value.problem == (
+        "169.254.0.0/24 holds link-local (169.254.0.0/16): poller never sweeps it"
+    )
+    with pytest.raises(TargetsError) as large:
+        plan_targets(["fd00::/64", "fd01::/120"], [], [80], 65536)
+    assert str(large.value) == (
+        "discovery.max_targets: fd00::/64, fd01::/120 x 1 port is "
+        "18,446,744,073,709,551,872 targets, more than the bound of 65,536. An IPv6 "
+        "network cannot be swept whole (a /64 holds 2**64 addresses): sweep the small "
+        "range its containers get addresses from (the Docker network's --ip-range, a /112 "
+        "or smaller)"
+    )
