@@ -12,8 +12,6 @@ from typing import Any
 from poller import __version__
 from poller.config import Settings
 
-COMMON = ("config", "log_level")
-
 
 def _default(section: str, key: str) -> str:
     """A setting's default as the README and check-config show it, for --help."""

@@ -57,7 +57,7 @@ def _scan(args: argparse.Namespace, settings: Settings) -> int:
     async def sweep() -> Sweep:
         services = settings.resolved_services
         concurrency = settings.discovery.concurrency
-        scope = resolved.plan.scope()
+        scope = resolved.scope
         async with Prober(settings.probe, concurrency, scope, services=services) as prober:
             if not live:
                 return await run_sweep(resolved, prober, keep_all=args.all)

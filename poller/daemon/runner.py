@@ -269,7 +269,7 @@ def _prober(settings: Settings, discovery: SweepPlan) -> Prober:
     return Prober(
         settings.probe,
         settings.discovery.concurrency,
-        discovery.plan.scope(),
+        discovery.scope,
         services=settings.resolved_services,
     )
 

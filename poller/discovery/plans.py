@@ -43,6 +43,9 @@ class SweepPlan:
     limits: NeighbourLimits
     pacer: NeighbourPacer
     settings: DiscoverySettings
+    # The whole plan's addresses: the prober and the ARP sender check every address
+    # against it (a hot sweep's plan is a subset; its scope stays the whole plan's).
+    scope: Scope
     segments: tuple[Segment, ...] = ()  # the parts of the plan asked with ARP first
     rest: TargetPlan | None = None  # the parts swept with connects (None: the whole plan)
     method_note: str = ""  # why ARP is not used where it could have been
@@ -53,9 +56,6 @@ class SweepPlan:
     silent_segments: set[str] = field(default_factory=set, compare=False)
     # Subnets given with host bits set, and the network they were taken as.
     normalised: tuple[tuple[str, str], ...] = ()
-    # The whole plan's addresses, which the ARP sender checks each request against (a hot
-    # sweep's plan is a subset; its scope stays the whole plan's).
-    scope: Scope | None = field(default=None, compare=False)
     # Interfaces where the edge check refused an ARP request already (an error said once).
     refusals: set[str] = field(default_factory=set, compare=False)
 
@@ -128,8 +128,8 @@ def plan_sweep(discovery: DiscoverySettings, ports: Sequence[int] | None = None)
         limits,
         pacer,
         discovery,
+        plan.scope(),
         normalised=changed,
-        scope=plan.scope(),
     )
     if discovery.method == "connect":
         return base

@@ -59,7 +59,6 @@ async def run_sweep(
     silent: list[int] = []
     refused: list[int] = []
     settings = resolved.settings
-    scope = resolved.scope if resolved.scope is not None else resolved.plan.scope()
     # Probing starts at each address's first ARP reply, while the asking goes on: the
     # probe deadline of a slow node then overlaps the pre-sweep instead of following it.
     queue: asyncio.Queue[Endpoint | None] = asyncio.Queue()
@@ -84,7 +83,7 @@ async def run_sweep(
                     settings.arp_attempts,
                     settings.arp_reply_wait_seconds,
                     on_answer=enqueue,
-                    scope=scope,
+                    scope=resolved.scope,
                 )
             except (arp.ArpUnavailable, OSError) as exc:
                 probing.cancel()
