@@ -33,7 +33,7 @@ standins: venv            ## the engine suite's base images, made offline-able (
 	@if [ "$$(id -u)" -eq 0 ]; then $(PY) -m tests.support.standins; \
 	 else echo "not root: the engine suite (tests/engine) will skip"; fi
 
-mutate: venv              ## mutation testing of the pure cores by the unit tests (~5 min)
+mutate: venv              ## mutation testing of the cores and activities by the unit tests (~30 min)
 	rm -rf mutants  # mutmut keeps old verdicts of unchanged code, even when the tests changed
 	scripts/in-private-netns $(VENV)/bin/mutmut run --max-children 2 >/dev/null
 	$(PY) -m tests.support.mutation

@@ -4,9 +4,12 @@ happened: hitless when it can, validated always.
 Every file installed passed `haproxy -c` first and is written atomically; HAProxy never
 gets a file it rejected. The runtime path adds first (capacity first: `add server` with
 the same options as the file, `enable health`, `state ready`, in one round trip), then
-puts back servers someone else put in maintenance, then removes (`state drain`, a
+puts back servers a stopped poller left in maintenance, then removes (`state drain`, a
 bounded wait until no sessions remain, `state maint`, `del server`, retried while
-connections are attached: idle ones closed, late streams ended). A serving server's
+connections are attached: idle ones closed, late streams ended). The servers a change
+touches are remembered (`journal.Hands`) while it runs, so any other server in
+maintenance or drain is an operator's: left alone, and listed `disabled` in the file so
+a reload keeps it aside (a drain comes back as a drain once the reload is done). A serving server's
 address is never changed: names come from address and port. Afterwards `show servers
 state` must agree, or a reload runs instead. A reload is seamless (master-worker),
 confirmed from `show proc`; a failed one restores the last known good file, which only a
@@ -29,16 +32,19 @@ from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 from poller import files
-from poller.applying.journal import Journal, journal_path
+from poller.applying.journal import Hands, Journal, hands_path, journal_path
 from poller.applying.planning import (
+    Key,
     Live,
     Method,
     Plan,
+    SetAside,
     Wanted,
     plan,
     reload_instead,
     server_options_in,
     servers_in_file,
+    set_aside_by_hand,
 )
 from poller.config import HAProxySettings, Settings
 from poller.endpoints import Endpoint, ordered
@@ -106,6 +112,7 @@ class Applier:
         self.template = template
         self.runtime, self.master = self.clients(settings.haproxy)
         self.journal = Journal(journal_path(settings.state.path))
+        self.hands = Hands(hands_path(settings.state.path))
 
     @property
     def config_path(self) -> Path:
@@ -119,8 +126,26 @@ class Applier:
     def backends(self) -> list[str]:
         return [service.backend for service in self.settings.resolved_services]
 
-    def render(self, servers: Mapping[str, Collection[Endpoint]]) -> str:
-        return render(self.template, context(self.settings, servers))
+    def render(
+        self,
+        servers: Mapping[str, Collection[Endpoint]] | Collection[Endpoint],
+        aside: Mapping[Key, SetAside] | None = None,
+    ) -> str:
+        """The config file: `servers` per backend (or the first backend's), and the
+        servers set aside by hand (wanted or not), listed `disabled`."""
+        aside = aside or {}
+        by_backend = servers if isinstance(servers, Mapping) else {self.backends[0]: servers}
+        listed = {backend: set(endpoints) for backend, endpoints in by_backend.items()}
+        for (backend, _), held in aside.items():
+            listed.setdefault(backend, set()).add(held.endpoint)
+        return render(self.template, context(self.settings, listed, disabled=list(aside)))
+
+    def set_aside(self, live: Live | None) -> dict[Key, SetAside]:
+        """The servers an operator put aside: from HAProxy's states when it answered, else
+        as last seen."""
+        if live is None:
+            return dict(self.hands.aside)
+        return set_aside_by_hand(live, self.hands.ours)
 
     async def live_servers(self) -> dict[str, list[ServerState]]:
         """What HAProxy serves, per backend poller owns."""
@@ -142,7 +167,12 @@ class Applier:
         # Until a plan is made, the work is the file's: rendering it, reading the live one.
         self.attempt = Method.FILE
         try:
-            rendered = self.render(chosen)
+            aside = self.set_aside(live)
+            if live is not None:
+                # A server HAProxy no longer lists is no change of ours under way.
+                listed = {(b, s.name) for b, servers in live.items() for s in servers}
+                await self._remember(self.hands.ours & listed, aside)
+            rendered = self.render(chosen, aside)
             live_text = self._read_live()
             decided = plan(
                 chosen,
@@ -152,15 +182,26 @@ class Applier:
                 self._same_skeleton(live_text),
                 self.journal.pending,
                 self.settings.haproxy.runtime_api,
+                aside,
             )
             self.attempt = decided.method
-            result = await self._execute(decided, chosen, rendered, live or {})
+            result = await self._execute(decided, chosen, rendered, live or {}, aside)
         except PollerError as exc:
             result = Result(self.attempt, error=str(exc))
         result.duration_seconds = self.clock() - started
         return result
 
-    async def _execute(self, decided: Plan, wanted: Wanted, rendered: str, live: Live) -> Result:
+    async def _remember(self, ours: set[Key], aside: dict[Key, SetAside]) -> None:
+        await _off_loop(self.hands.save, ours, aside)
+
+    async def _execute(
+        self,
+        decided: Plan,
+        wanted: Wanted,
+        rendered: str,
+        live: Live,
+        aside: Mapping[Key, SetAside],
+    ) -> Result:
         if decided.method is Method.NONE:
             if files.read_bytes(configs.last_good_path(self.config_path)) is None:
                 await _off_loop(configs.remember_good, self.config_path, rendered)
@@ -182,7 +223,7 @@ class Applier:
                 # HAProxy first, so a new node takes traffic a validation sooner; then the
                 # file follows (validated), so any reload reproduces the pool. A poller
                 # killed in between finds the file behind and converges at runtime.
-                result = await self._runtime_change(decided, wanted, live, rendered)
+                result = await self._runtime_change(decided, wanted, live, rendered, aside)
             except HAProxyUnavailable:
                 raise
             except HAProxyError as exc:
@@ -204,7 +245,7 @@ class Applier:
                     result.error = str(exc)  # HAProxy serves the pool; the file is behind
                 return result
         await self._validate(rendered)
-        result = await self._reload(wanted, rendered, live)
+        result = await self._reload(wanted, rendered, live, aside)
         result.reason = decided.reason
         return result
 
@@ -219,9 +260,18 @@ class Applier:
         await configs.validate(self.settings.haproxy.binary, text, self.config_path)
 
     async def _runtime_change(
-        self, decided: Plan, wanted: Wanted, live: Live, rendered: str
+        self,
+        decided: Plan,
+        wanted: Wanted,
+        live: Live,
+        rendered: str,
+        aside: Mapping[Key, SetAside],
     ) -> Result:
         options = server_options_in(rendered)
+        touched = {(b, e.name) for b, e in decided.add} | set(decided.enable) | set(decided.remove)
+        # Remembered before the first command: a stop half-way leaves servers drained or
+        # not yet ready that are poller's to finish, not an operator's to keep.
+        await self._remember(self.hands.ours | touched, dict(aside))
         for backend, endpoint in decided.add:
             line = options.get((backend, endpoint.name))
             if line is None:
@@ -238,15 +288,15 @@ class Applier:
             await self._drain_and_delete(backend, leaving)
         after = await self.live_servers()
         for backend, servers in wanted.items():
-            have = after.get(backend, [])
+            have = [s for s in after.get(backend, []) if (backend, s.name) not in aside]
             agreed = {(s.name, s.endpoint) for s in have if s.ready}
-            expected = {(e.name, e) for e in servers}
+            expected = {(e.name, e) for e in servers if (backend, e.name) not in aside}
             if agreed != expected or len(have) != len(expected):
                 raise HAProxyError(
                     f"HAProxy disagrees after the runtime change: {backend} has "
                     f"{sorted(str(e) for _, e in agreed)}, expected {[str(e) for e in servers]}"
                 )
-        touched = decided.add or decided.enable or decided.remove
+        await self._remember(self.hands.ours - touched, dict(aside))
         # Nothing done at runtime: only the file was behind (e.g. after a stop mid-apply).
         return Result(
             Method.RUNTIME if touched else Method.FILE,
@@ -311,7 +361,9 @@ class Applier:
                 await self.runtime.shutdown_sessions(backend, name)
             await asyncio.sleep(DEL_RETRY_POLL_SECONDS)
 
-    async def _reload(self, wanted: Wanted, rendered: str, live: Live) -> Result:
+    async def _reload(
+        self, wanted: Wanted, rendered: str, live: Live, aside: Mapping[Key, SetAside]
+    ) -> Result:
         gap = self.last_reload_at + self.settings.haproxy.min_reload_gap_seconds - self.clock()
         if gap > 0:
             await asyncio.sleep(gap)
@@ -327,11 +379,48 @@ class Applier:
             raise ReloadFailed(f"{exc}; {outcome}") from exc
         await _off_loop(configs.remember_good, self.config_path, rendered)
         await _off_loop(self.journal.set, False)
-        before = {self._label(b, s.name) for b, servers in live.items() for s in servers}
-        after = {self._label(b, e.name) for b, servers in wanted.items() for e in servers}
-        return Result(Method.RELOAD, sorted(after - before), sorted(before - after), True)
+        # Every server is the file's now: none is half-way through a change of ours.
+        await self._remember(set(), dict(aside))
+        await self._drain_again(aside)
+        before = {(b, s.name) for b, servers in live.items() for s in servers}
+        after = {(b, e.name) for b, servers in wanted.items() for e in servers}
+        return Result(
+            Method.RELOAD,
+            sorted(self._label(*key) for key in after - before if key not in aside),
+            sorted(self._label(*key) for key in before - after if key not in aside),
+            True,
+        )
+
+    async def _drain_again(self, aside: Mapping[Key, SetAside]) -> None:
+        """A server an operator drained comes back from a reload in maintenance (the
+        file can only say `disabled`): drained again, as they left it. Best effort: an
+        error is said, and the server stays in maintenance, the safer of the two."""
+        for (backend, name), held in aside.items():
+            if held.state != "drain":
+                continue
+            try:
+                await self.runtime.set_state(backend, name, "drain")
+            except PollerError as exc:
+                log.warning(
+                    "could not drain again a server set aside by hand; it stays in maintenance",
+                    extra={"fields": {"server": self._label(backend, name), "error": str(exc)}},
+                )
 
     def _same_skeleton(self, live_text: str | None) -> bool:
         """The live file came from this template and these settings (whatever its
         members), so HAProxy differs from the rendered file in servers only."""
-        return live_text is not None and self.render(servers_in_file(live_text)) == live_text
+        if live_text is None:
+            return False
+        disabled = {
+            key
+            for key, options in server_options_in(live_text).items()
+            if "disabled" in options.split()
+        }
+        listed = servers_in_file(live_text)
+        aside = {
+            (backend, e.name): SetAside(backend, e, "maint")
+            for backend, endpoints in listed.items()
+            for e in endpoints
+            if (backend, e.name) in disabled
+        }
+        return self.render(listed, aside) == live_text

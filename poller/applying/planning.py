@@ -7,14 +7,20 @@ rendered one, `plan` says what to do, membership changes as (backend, server) pa
 - `none`: the file is the rendered one and HAProxy serves exactly the wanted servers,
   ready; nothing is touched;
 - `runtime`: only membership differs and the runtime API may be used: add the new
-  servers (ready at once), put back servers someone put in maintenance or drain, drain
-  and delete the leaving ones; then the file follows when it differs;
+  servers (ready at once), put back servers poller itself left in maintenance or drain
+  (a stop mid-apply), drain and delete the leaving ones; then the file follows when it
+  differs;
 - `file`: HAProxy already agrees, only the file is behind (a poller stopped mid-apply);
 - `reload`: anything else (the template or settings changed, a reload is pending, the
   runtime API is off, HAProxy lists a server under another address): install the file
   and reload;
 - `offline`: HAProxy does not answer: install the file (a restarted HAProxy loads the
   pool) and remember whether a reload will be needed once it is back.
+
+A server an operator put aside by hand (`set server ... state maint` or `drain`, the
+stats page's admin actions) is theirs until they hand it back (`state ready`): `aside`
+tells those from poller's own drains, and the plan neither enables, drains, deletes nor
+counts them, wanted or not.
 """
 
 from __future__ import annotations
@@ -31,6 +37,29 @@ _LINE = re.compile(r"^[ \t]*(backend|server)[ \t]+(\S+)(?:[ \t]+(\S+))?", re.MUL
 
 Wanted = Mapping[str, Collection[Endpoint]]  # backend -> the servers it should have
 Live = Mapping[str, Sequence[ServerState]]  # backend -> the servers HAProxy has
+Key = tuple[str, str]  # (backend, server name)
+
+
+@dataclass(frozen=True)
+class SetAside:
+    """A server an operator put in maintenance or drain: poller leaves it as it is."""
+
+    backend: str
+    endpoint: Endpoint
+    state: str  # "maint" or "drain"
+
+
+def set_aside_by_hand(live: Live, ours: Collection[Key]) -> dict[Key, SetAside]:
+    """The servers HAProxy lists in maintenance or drain that poller did not put there.
+    `ours`: the servers a runtime change of poller's touches (a removal drains them; a
+    stop mid-change can leave one drained, or added and not yet ready)."""
+    found: dict[Key, SetAside] = {}
+    for backend, servers in live.items():
+        for server in servers:
+            state = server.set_aside
+            if state is not None and (backend, server.name) not in ours:
+                found[(backend, server.name)] = SetAside(backend, server.endpoint, state)
+    return found
 
 
 class Method(StrEnum):
@@ -104,9 +133,11 @@ def plan(
     same_skeleton: bool,
     pending_reload: bool,
     runtime_api: bool,
+    aside: Collection[Key] = (),
 ) -> Plan:
     """What to do; `same_skeleton`: the live file renders from this template and these
-    settings (its servers aside), so HAProxy differs from `rendered` in servers only."""
+    settings (its servers aside), so HAProxy differs from `rendered` in servers only.
+    `aside`: servers an operator put aside, left alone."""
     file_behind = rendered != live_text
     if live is None:
         return Plan(
@@ -120,9 +151,9 @@ def plan(
     remove: list[tuple[str, str]] = []
     moved: list[str] = []
     for backend, servers in wanted.items():
-        have = live.get(backend, ())
+        have = [s for s in live.get(backend, ()) if (backend, s.name) not in aside]
         by_name = {s.name: s for s in have}
-        wanted_by_name = {e.name: e for e in ordered(servers)}
+        wanted_by_name = {e.name: e for e in ordered(servers) if (backend, e.name) not in aside}
         moved += [n for n, e in wanted_by_name.items() if n in by_name and by_name[n].endpoint != e]
         add += [(backend, e) for n, e in wanted_by_name.items() if n not in by_name]
         enable += [(backend, n) for n in wanted_by_name if n in by_name and not by_name[n].ready]

@@ -1,8 +1,11 @@
 """Bringing HAProxy in step with the pool: when the serving set changes (debounced), and
-now and then to catch drift (a HAProxy restart, a server put in maintenance by hand).
+now and then to catch drift (a HAProxy restart, a reload by someone else).
 
 One reconcile reads HAProxy's servers, lets the guard hold removals that look like the
-poller's own fault, and has the applier plan and carry out the change. A failed apply
+poller's own fault, and has the applier plan and carry out the change. Servers an
+operator put aside by hand (maintenance or drain) are theirs: said once when seen and
+once when handed back, gauged, and kept out of the guard's arithmetic (their leaving is
+no sign of a fault of poller's). A failed apply
 (HAProxy away, a rejected config, a failed reload, an unexpected exception) is logged
 with the reason, counted, and retried with backoff (0.5 s doubling to 15 s) while the
 last good state stays live. `in_step_mono` is when HAProxy was last brought or found in
@@ -17,7 +20,7 @@ import time
 from collections.abc import Callable
 
 from poller.applying.executing import Applier, Result
-from poller.applying.planning import Method
+from poller.applying.planning import Key, Method, SetAside
 from poller.config import Settings
 from poller.endpoints import Endpoint, ordered
 from poller.errors import HAProxyError, HAProxyUnavailable
@@ -62,6 +65,7 @@ class Reconciler:
         self.failing: str | None = None  # the error of the failures in a row, if any
         self.failed_attempts = 0
         self.answered_once = False  # HAProxy's runtime API answered since the start
+        self.aside: dict[Key, SetAside] = {}  # servers an operator put aside, by hand
         self.started = clock()
         tracker.on_serving_change.append(self.changed.set)
 
@@ -135,12 +139,21 @@ class Reconciler:
             self.metrics.haproxy_up.set(1)
             # Reading the runtime API's servers: a failure of the runtime path.
             return Result(Method.RUNTIME, error=str(exc))
+        self._report_aside(self.applier.set_aside(states))
         servers: dict[str, frozenset[Endpoint]] = {}
         for service in self.settings.resolved_services:
             have = live.get(service.backend, frozenset())
             desired = self.tracker.desired(service.name, have)
+            # The operator's servers are left as they are, so they count neither way.
+            mine = {a.endpoint for a in self.aside.values() if a.backend == service.backend}
             previous = self.guarded.get(service.name)
-            guarded = guard(desired, have, self.settings.guard, self.clock(), previous)
+            guarded = guard(
+                [e for e in desired if e not in mine],
+                have - mine,
+                self.settings.guard,
+                self.clock(),
+                previous,
+            )
             self._report_hold(service.name, guarded.hold)
             self.guarded[service.name] = guarded
             servers[service.backend] = guarded.servers
@@ -198,6 +211,39 @@ class Reconciler:
             fields = {"service": service, "held": released} if several else {"held": released}
             self.history.note(NoteKind.GUARD_RELEASE, self.wall(), "", released, service)
             log.info("guard released", extra={"fields": fields})
+
+    def _report_aside(self, aside: dict[Key, SetAside]) -> None:
+        """Say once when an operator puts a server aside and once when they hand it back."""
+        services = {s.backend: s.name for s in self.settings.resolved_services}
+        for key in sorted(aside.keys() - self.aside.keys()):
+            held = aside[key]
+            fields = {"server": f"{held.backend}/{key[1]}", "state": held.state}
+            self.history.note(
+                NoteKind.SET_ASIDE,
+                self.wall(),
+                held.state,
+                [str(held.endpoint)],
+                services.get(held.backend),
+            )
+            log.info("server set aside by hand; poller leaves it alone", extra={"fields": fields})
+        for key in sorted(self.aside.keys() - aside.keys()):
+            held = self.aside[key]
+            self.history.note(
+                NoteKind.HANDED_BACK,
+                self.wall(),
+                "",
+                [str(held.endpoint)],
+                services.get(held.backend),
+            )
+            log.info(
+                "server handed back; poller manages it again",
+                extra={"fields": {"server": f"{held.backend}/{key[1]}"}},
+            )
+        self.aside = aside
+        for backend, name in services.items():
+            for state in ("maint", "drain"):
+                count = sum(1 for a in aside.values() if a.backend == backend and a.state == state)
+                self.metrics.set_aside.labels(service=name, state=state).set(count)
 
     def _gauge_holds(self) -> None:
         holds = self.holds.values()

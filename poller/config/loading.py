@@ -17,7 +17,7 @@ from poller.config.settings import Settings
 from poller.config.values import ENV_PREFIX
 from poller.errors import ConfigError
 
-Overrides = Mapping[str, Mapping[str, Any]]
+Overrides = Mapping[str, Mapping[str, Any] | list[Any]]  # `services` is a list
 
 
 def load_settings(
@@ -36,6 +36,9 @@ def load_settings(
     env_data = _env_overrides(os.environ if environ is None else environ)
     for layer, origin in ((env_data, "env"), (overrides or {}, "flag")):
         for section, values in layer.items():
+            if not isinstance(values, Mapping):  # a list section (`services`): replaced whole
+                data[section] = values
+                continue
             target = data.setdefault(section, {})
             if not isinstance(target, dict):
                 raise ConfigError(f"{source}: {section}", "must be a mapping")

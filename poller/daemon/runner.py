@@ -240,6 +240,12 @@ class Daemon:
             live=frozenset(
                 (n, e) for n, backend in backends.items() for e in live.get(backend, ())
             ),
+            set_aside={
+                (n, held.endpoint): held.state
+                for n, backend in backends.items()
+                for held in self.reconciler.aside.values()
+                if held.backend == backend
+            },
             services=[
                 {"name": s.name, "backend": s.backend, "ports": list(s.ports)}
                 for s in self.settings.resolved_services

@@ -69,11 +69,15 @@ def load_template(path: Path | None) -> Template:
 
 
 def context(
-    settings: Settings, servers: Mapping[str, Collection[Endpoint]] | Collection[Endpoint]
+    settings: Settings,
+    servers: Mapping[str, Collection[Endpoint]] | Collection[Endpoint],
+    disabled: Collection[tuple[str, str]] = (),
 ) -> dict[str, Any]:
     """The template's variables. `servers`: per backend, or one collection for the first
     (or only) service's backend. `members`, `backend` and `check` are the first
-    service's, so a template written for one service keeps working."""
+    service's, so a template written for one service keeps working. `disabled`: the
+    (backend, name) of servers an operator put aside, listed `disabled` so a reload
+    keeps them out of rotation."""
     haproxy = settings.haproxy
     services = settings.resolved_services
     by_backend = servers if isinstance(servers, Mapping) else {services[0].backend: servers}
@@ -81,7 +85,10 @@ def context(
         {
             "name": service.name,
             "backend": service.backend,
-            "members": _members(by_backend.get(service.backend, ())),
+            "members": _members(
+                by_backend.get(service.backend, ()),
+                {name for backend, name in disabled if backend == service.backend},
+            ),
             "hosts": list(service.hosts),
             "path_prefix": service.path_prefix,
             "default": service.default,
@@ -109,9 +116,15 @@ def context(
     }
 
 
-def _members(servers: Collection[Endpoint]) -> list[dict[str, Any]]:
+def _members(servers: Collection[Endpoint], disabled: Collection[str]) -> list[dict[str, Any]]:
     return [
-        {"name": s.name, "address": s.address, "port": s.port, "endpoint": str(s)}
+        {
+            "name": s.name,
+            "address": s.address,
+            "port": s.port,
+            "endpoint": str(s),
+            "disabled": s.name in disabled,
+        }
         for s in ordered(servers)
     ]
 

@@ -13,7 +13,10 @@ from poller.endpoints import Endpoint
 from poller.errors import HAProxyError
 
 # srv_admin_state bits (HAProxy's SRV_ADMF_*): any maintenance flag, and drain flags.
-ADMIN_MAINT = 0x01 | 0x02 | 0x04 | 0x20  # FMAINT | IMAINT | CMAINT | RMAINT
+# CMAINT (0x04) is left out: it only marks a server the config file listed `disabled`,
+# and stays set (alone, the server serving) after `set server ... state ready` clears
+# the FMAINT that came with it.
+ADMIN_MAINT = 0x01 | 0x02 | 0x20  # FMAINT | IMAINT | RMAINT
 ADMIN_DRAIN = 0x08 | 0x10  # FDRAIN | IDRAIN
 OP_STOPPED = 0
 
@@ -29,6 +32,15 @@ class ServerState:
     def ready(self) -> bool:
         """Takes new traffic as far as poller is concerned (health is HAProxy's call)."""
         return not self.admin_state & (ADMIN_MAINT | ADMIN_DRAIN)
+
+    @property
+    def set_aside(self) -> str | None:
+        """`maint` or `drain` when the server is put aside (maintenance wins), else None."""
+        if self.admin_state & ADMIN_MAINT:
+            return "maint"
+        if self.admin_state & ADMIN_DRAIN:
+            return "drain"
+        return None
 
 
 def parse_servers_state(answer: str, backend: str) -> list[ServerState]:

@@ -34,6 +34,8 @@ class NoteKind(StrEnum):
 
     GUARD_HOLD = "guard_hold"
     GUARD_RELEASE = "guard_release"
+    SET_ASIDE = "set_aside"  # an operator put a server in maintenance or drain
+    HANDED_BACK = "handed_back"  # ... and set it ready again
     CLOCK_JUMP = "clock_jump"
 
 

@@ -55,6 +55,13 @@ class Metrics:
         self.guard_held = Gauge(
             "poller_guard_held_members", "Removals the guard holds now.", registry=r
         )
+        self.set_aside = Gauge(
+            "poller_servers_set_aside",
+            "Servers an operator put in maintenance or drain by hand (poller leaves them "
+            "alone until they are set ready again), by service and state.",
+            ["service", "state"],
+            registry=r,
+        )
         self.clock_jumps = Counter(
             "poller_clock_jumps_total",
             "Wall-clock jumps seen (the schedule was mended; pool timing is monotonic).",

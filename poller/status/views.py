@@ -33,6 +33,7 @@ class Snapshot:
     held: frozenset[Key] = frozenset()
     hold_reason: str | None = None
     live: frozenset[Key] = frozenset()  # what HAProxy serves, by service
+    set_aside: Mapping[Key, str] = field(default_factory=dict)  # by hand: maint or drain
     services: Sequence[Mapping[str, Any]] = ()  # name, backend, ports
     last_change: ChangeRecord | None = None
     changes: Sequence[ChangeRecord] = ()
@@ -56,6 +57,8 @@ def pool(snapshot: Snapshot) -> dict[str, Any]:
             "state": str(m.state),
             "serving": m.serving,
             "held": (service, m.endpoint) in snapshot.held,
+            # An operator put it in maintenance or drain by hand: poller leaves it alone.
+            "set_aside": snapshot.set_aside.get((service, m.endpoint)),
             # Left the pool, still in HAProxy: being drained (or held by the guard).
             "draining": not m.serving and (service, m.endpoint) in snapshot.live,
             "latency_history": list(snapshot.latencies.get((service, m.endpoint), ())),
@@ -81,6 +84,15 @@ def pool(snapshot: Snapshot) -> dict[str, Any]:
             "last_change": snapshot.last_change and snapshot.last_change.as_json(),
             "changes": [change.as_json() for change in snapshot.changes],
             "stats_port": snapshot.stats_port,
+            "set_aside": [
+                {
+                    "service": service,
+                    "server": endpoint.name,
+                    "endpoint": str(endpoint),
+                    "state": state,
+                }
+                for (service, endpoint), state in sorted(snapshot.set_aside.items())
+            ],
         },
         "last_successful_sweep": snapshot.last_success_wall,
         **snapshot.extra,

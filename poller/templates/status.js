@@ -24,6 +24,8 @@ function ago(seconds) {
 }
 
 function state(member) {
+  // An operator's hand on HAProxy wins: poller leaves such a server alone.
+  if (member.set_aside) return member.set_aside === "maint" ? "maintenance" : "drained";
   return member.draining ? "draining" : member.state;
 }
 

@@ -333,9 +333,25 @@ def test_admin_socket_is_not_world_accessible_and_status_is_read_only(lab: Lab) 
     assert serves(lab, A)
 
 
-def test_a_server_put_in_maintenance_behind_pollers_back_is_put_back_without_a_reload(
+def disabled_in_file(lab: Lab) -> set[str]:
+    """The servers the live config file lists `disabled`."""
+    return {
+        line.split()[1]
+        for line in lab.config_path.read_text().splitlines()
+        if line.strip().startswith("server ") and line.split("#")[0].split()[-1] == "disabled"
+    }
+
+
+def set_aside_in_pool(lab: Lab) -> dict[str, str]:
+    pool = lab.status("/pool") or {}
+    return {s["endpoint"]: s["state"] for s in pool.get("haproxy", {}).get("set_aside", [])}
+
+
+def test_an_operators_maintenance_is_left_alone_across_joins_leaves_and_restarts(
     lab: Lab,
 ) -> None:
+    """`set server ... state maint` by hand stays until the operator's `state ready`:
+    a join, the member's own leaving and a poller restart all leave it as it is."""
     lab.write_settings({"haproxy": {"reconcile_interval_seconds": 0.5}})
     lab.start_node(A, "a")
     lab.start_node(B, "b")
@@ -343,10 +359,72 @@ def test_a_server_put_in_maintenance_behind_pollers_back_is_put_back_without_a_r
     wait_for(lambda: settled(lab, A, B), 10, "A and B to join")
     name = "n_127_0_3_2_3000"
     assert lab.admin(f"set server nodes/{name} state maint").strip() == ""
-    assert lab.servers()[name][2] & 0x01  # in maintenance now
-    wait_for(lambda: lab.servers()[name][2] == 0, 10, "poller to put it back")
+    wait_for(lambda: set_aside_in_pool(lab) == {f"{A}:3000": "maint"}, 10, "/pool to show it")
+    wait_for(lambda: disabled_in_file(lab) == {name}, 10, "the file to list it disabled")
+    gauge = 'service="default",state="maint"'
+    assert lab.metric("poller_servers_set_aside", gauge) == 1
+    [member] = [m for m in lab.status("/pool")["members"] if m["address"] == A]
+    assert member["set_aside"] == "maint"
+    # A join: added at runtime, the operator's server untouched.
+    lab.start_node(C, "c")
+    wait_for(lambda: C in lab.addresses(), 10, "C to join")
+    assert lab.servers()[name][2] & 0x01
+    assert lab.routed_hosts(30) == {"b", "c"}
+    # The operator stops the node for their maintenance: it leaves the pool, not HAProxy.
+    lab.stop_node(A)
+    wait_for(
+        lambda: all(
+            m["address"] != A or m["state"] == "down" for m in lab.status("/pool")["members"]
+        ),
+        15,
+        "A to be down in the pool",
+    )
+    assert name in lab.servers()
+    assert lab.servers()[name][2] & 0x01
+    # A poller restart: HAProxy's state, and the file's `disabled`, stay.
+    assert lab.stop("poller") == 0
+    lab.start_poller()
+    wait_for(lambda: set_aside_in_pool(lab) == {f"{A}:3000": "maint"}, 10, "the new poller")
+    assert lab.servers()[name][2] & 0x01
+    assert disabled_in_file(lab) == {name}
+    # Done: the node is back (checked meanwhile: up again), and the operator hands the
+    # server back. It is served at once, with no change to HAProxy but the file's.
+    lab.start_node(A, "a")
+
+    def a_up() -> bool:
+        return any(m["address"] == A and m["state"] == "up" for m in lab.status("/pool")["members"])
+
+    wait_for(a_up, 15, "A to be up in the pool")
+    changes = lab.metric("poller_haproxy_changes_total", 'method="runtime",result="ok"')
+    assert lab.admin(f"set server nodes/{name} state ready").strip() == ""
+    wait_for(lambda: set_aside_in_pool(lab) == {}, 10, "the hand-back to be seen")
+    wait_for(lambda: disabled_in_file(lab) == set(), 10, "the file to follow")
+    wait_for(lambda: lab.routed_hosts(30) == {"a", "b", "c"}, 15, "A to be served again")
+    assert lab.metric("poller_servers_set_aside", gauge) == 0
+    assert lab.metric("poller_haproxy_changes_total", 'method="runtime",result="ok"') == changes
     assert lab.reloads() == (0, 0)
-    assert lab.routed_hosts(20) == {"a", "b"}
+    log = lab.log("poller")
+    assert log.count("server set aside by hand; poller leaves it alone") == 2  # each poller
+    assert log.count("server handed back; poller manages it again") == 1
+
+
+def test_a_reload_keeps_an_operators_drain_a_drain(lab: Lab) -> None:
+    lab.write_settings({"haproxy": {"reconcile_interval_seconds": 0.5}})
+    lab.start_node(A, "a")
+    lab.start_node(B, "b")
+    lab.start_poller()
+    wait_for(lambda: settled(lab, A, B), 10, "A and B to join")
+    name = "n_127_0_3_2_3000"
+    assert lab.admin(f"set server nodes/{name} state drain").strip() == ""
+    wait_for(lambda: disabled_in_file(lab) == {name}, 10, "the file to list it disabled")
+    # A settings change that needs a reload (the template's skeleton changes).
+    lab.write_settings({"haproxy": {"reconcile_interval_seconds": 0.5, "retries": 2}})
+    os.kill(lab.procs["poller"].pid, signal.SIGHUP)
+    wait_for(lambda: lab.reloads() == (1, 0), 15, "one reload")
+    wait_for(lambda: lab.servers()[name][2] & 0x08, 10, "the drain to be set again")
+    assert not lab.servers()[name][2] & 0x01  # a drain, not maintenance
+    assert lab.routed_hosts(30) == {"b"}
+    assert set_aside_in_pool(lab) == {f"{A}:3000": "drain"}
 
 
 def test_a_reload_that_fails_after_the_check_restores_the_file_and_keeps_last_good(

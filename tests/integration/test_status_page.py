@@ -120,3 +120,13 @@ def test_page_is_read_only(page: tuple[Lab, Any]) -> None:
     )
     assert headers["x-frame-options"] == "DENY"
     assert headers["x-content-type-options"] == "nosniff"
+
+
+def test_page_shows_a_server_an_operator_set_aside_by_hand(page: tuple[Lab, Any]) -> None:
+    lab, tab = page
+    tab.wait_for_selector(f"{row(A)} td.state.up", timeout=15_000)
+    assert lab.admin("set server nodes/n_127_0_6_2_3000 state maint").strip() == ""
+    tab.wait_for_selector(f"{row(A)} td.state.maintenance", timeout=15_000)
+    assert "set_aside" in tab.inner_text("#events")
+    assert lab.admin("set server nodes/n_127_0_6_2_3000 state ready").strip() == ""
+    tab.wait_for_selector(f"{row(A)} td.state.up", timeout=15_000)

@@ -5,6 +5,7 @@ the whole run against a real HAProxy in tests/integration and tests/lab.)"""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -15,7 +16,6 @@ import yaml
 
 from poller.applying.executing import Result
 from poller.applying.planning import Method
-from poller.applying.reconciling import Reconciler
 from poller.config import Settings, load_settings
 from poller.discovery.discovering import Discoverer
 from poller.endpoints import Endpoint
@@ -23,67 +23,23 @@ from poller.errors import HAProxyError, HAProxyUnavailable
 from poller.haproxy.servers import ServerState
 from poller.pool import decisions
 from poller.pool.pools import LastProbe, Member, Origin, Pool, State
-from poller.pool.tracking import Tracker
 from poller.results import Outcome, ProbeResult, Sweep, SweepKind
 from poller.status import views
-from poller.status.history import History
-from poller.status.metrics import Metrics
-
-A, B, C = (Endpoint(f"10.0.0.{i}", 3000) for i in (1, 2, 3))
-
-
-class Clock:
-    """A fake monotonic clock (and a wall clock 1,000,000 s ahead of it)."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def wall(self) -> float:
-        return self.now + 1_000_000.0
-
-
-def settings(**sections: Mapping[str, Any]) -> Settings:
-    return load_settings(
-        None, environ={}, overrides={"discovery": {"subnets": ["10.0.0.0/24"]}, **sections}
-    )
-
-
-def tracker(tmp_path: Path, clock: Clock, services: Sequence[str] = ("default",)) -> Tracker:
-    s = settings()
-    return Tracker(
-        services, s.pool, tmp_path / "state.json", Metrics(), History(), clock, clock.wall
-    )
-
-
-def ok(endpoint: Endpoint, service: str = "", identity: str | None = None) -> ProbeResult:
-    return ProbeResult(endpoint, Outcome.OK, True, 1.0, 200, identity, service=service)
-
-
-def failed_sweep(targets: int = 4) -> Sweep:
-    """A sweep that failed on the poller's own side: most probes could not even start."""
-    found = Sweep(targets=targets)
-    found.outcomes[Outcome.LOCAL_ERROR] = targets
-    found.results.append(ProbeResult(A, Outcome.LOCAL_ERROR, False, 0.0, detail="no route"))
-    return found
-
-
-def sweep_of(*results: ProbeResult) -> Sweep:
-    found = Sweep(targets=len(results), results=list(results))
-    for result in results:
-        found.outcomes[result.outcome] += 1
-    return found
-
-
-def sample(metrics: Metrics, name: str, **labels: str) -> float:
-    return metrics.registry.get_sample_value(name, labels) or 0.0
-
-
-def up(endpoint: Endpoint, last: Outcome | Origin = Outcome.OK) -> Member:
-    return Member(endpoint, None, State.UP, 2, 0, 0.0, LastProbe(0.0, last, 1.0, 200))
-
+from tests.support.activities import (
+    A,
+    B,
+    C,
+    Clock,
+    FakeApplier,
+    failed_sweep,
+    ok,
+    reconciler,
+    sample,
+    settings,
+    sweep_of,
+    tracker,
+    up,
+)
 
 # -- tracking: what sweeps and checks may change --------------------------------------------
 
@@ -215,7 +171,10 @@ def test_a_member_whose_check_is_in_flight_is_not_due_again() -> None:
 def test_a_member_restored_or_adopted_is_checked_at_once() -> None:
     pool = settings().pool
     adopted = decisions.adopted([A], 2, 50.0).members[A]
-    assert adopted.last.outcome is Origin.ADOPTED
+    # Up, as if it had risen (`rise` successes), since now, never probed by us.
+    assert adopted == Member(
+        A, None, State.UP, 2, 0, 50.0, LastProbe(float("-inf"), Origin.ADOPTED, None, None)
+    )
     assert decisions.due(Pool({A: adopted}), pool, 0.0) == [A]
 
 
@@ -282,6 +241,8 @@ def test_an_overrun_is_said_when_it_starts_and_when_it_ends_and_counted_between(
         "sweeps take longer than their interval; running them back to back",
         "sweeps fit their interval again",
     ]
+    assert [getattr(r, "fields", {}) for r in caplog.records] == [{"kind": "hot"}] * 2
+    assert [r.levelname for r in caplog.records] == ["WARNING", "INFO"]
     assert sample(made.metrics, "poller_sweep_overruns_total", kind="hot") == 3
 
 
@@ -299,34 +260,6 @@ def test_a_sweep_skips_only_endpoints_every_service_asking_their_port_knows(
 
 
 # -- reconciling: what a failure leads to ---------------------------------------------------
-
-
-class FakeApplier:
-    """The applier as the reconciler sees it: records what it was asked, answers with the
-    results it is given, one per apply."""
-
-    def __init__(self, *results: Result) -> None:
-        self.results = list(results)
-        self.asked: list[Mapping[str, frozenset[Endpoint]]] = []
-        self.live: list[ServerState] | Exception = []
-        self.attempt = Method.FILE
-
-    async def live_servers(self) -> dict[str, list[ServerState]]:
-        if isinstance(self.live, Exception):
-            raise self.live
-        return {"nodes": self.live}
-
-    def live_file_servers(self) -> dict[str, list[Endpoint]]:
-        return {"nodes": [B, C]}
-
-    async def apply(self, wanted: Mapping[str, frozenset[Endpoint]], live: object) -> Result:
-        self.asked.append(wanted)
-        return self.results.pop(0)
-
-
-def reconciler(tmp_path: Path, clock: Clock, applier: FakeApplier) -> Reconciler:
-    made = tracker(tmp_path, clock)
-    return Reconciler(settings(), made, applier, made.metrics, made.history, clock, clock.wall)  # type: ignore[arg-type]
 
 
 def test_the_same_failure_again_is_logged_once_and_backs_off_until_a_success(
@@ -597,3 +530,109 @@ def test_a_state_write_that_finishes_late_never_overwrites_a_newer_one(tmp_path:
     saved = statefile.load(made.state_path, clock.now, clock.wall(), ["default"])
     assert saved is not None
     assert set(saved.pools["default"].members) == {A, B}
+
+
+def test_a_start_removes_the_staged_copies_a_killed_writer_left_and_says_which(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from poller.pool.restoring import restore
+
+    caplog.set_level(logging.INFO, logger="poller")
+    s = daemon_settings(tmp_path, "10.0.0.0/24")
+    for name in (".haproxy.cfg.1.tmp", ".state.json.2.staged"):
+        (tmp_path / name).write_text("half a write")
+    (tmp_path / ".state.json.keep").write_text("not ours to remove")
+    asyncio.run(restore(s, RestoringApplier(tmp_path, [], [])))  # type: ignore[arg-type]
+    said = [getattr(r, "fields", {}) for r in caplog.records if "staged copies" in r.getMessage()]
+    assert said == [{"files": [".haproxy.cfg.1.tmp"]}, {"files": [".state.json.2.staged"]}]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".state.json.keep"]
+
+
+def test_a_corrupt_state_file_is_an_error_and_haproxys_servers_are_adopted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from poller.pool.restoring import restore
+
+    caplog.set_level(logging.INFO, logger="poller")
+    s = daemon_settings(tmp_path, "10.0.0.0/24", pool={"rise": 3})
+    s.state.path.write_text("{not json")
+    pools = asyncio.run(restore(s, RestoringApplier(tmp_path, [A], [])))  # type: ignore[arg-type]
+    [error] = [r for r in caplog.records if r.getMessage() == "state file ignored"]
+    assert error.levelname == "ERROR"
+    assert str(s.state.path) in getattr(error, "fields", {})["error"]
+    assert pools["default"].members[A].successes == 3  # adopted as fully risen
+    adopted = [
+        getattr(r, "fields", {}) for r in caplog.records if r.getMessage().startswith("adopted")
+    ]
+    assert adopted == [{"members": 1, "source": "runtime"}]
+
+
+def test_a_first_start_with_haproxy_away_says_it_adopted_the_config_files_servers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from poller.pool.restoring import restore
+
+    caplog.set_level(logging.INFO, logger="poller")
+    s = daemon_settings(tmp_path, "10.0.0.0/24")
+    asyncio.run(restore(s, RestoringApplier(tmp_path, None, [B, C])))  # type: ignore[arg-type]
+    adopted = [
+        getattr(r, "fields", {}) for r in caplog.records if r.getMessage().startswith("adopted")
+    ]
+    assert adopted == [{"members": 2, "source": "config file"}]
+
+
+def test_a_first_start_with_nothing_to_adopt_says_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from poller.pool.restoring import restore
+
+    caplog.set_level(logging.DEBUG, logger="poller")
+    s = daemon_settings(tmp_path, "10.0.0.0/24")
+    pools = asyncio.run(restore(s, RestoringApplier(tmp_path, [], [])))  # type: ignore[arg-type]
+    assert pools == {"default": Pool()}
+    assert caplog.records == []
+
+
+def test_a_saved_pool_with_no_members_is_no_pool_to_restore(tmp_path: Path) -> None:
+    from poller.pool import statefile
+    from poller.pool.restoring import restore
+
+    s = daemon_settings(tmp_path, "10.0.0.0/24")
+    statefile.save(s.state.path, {"default": Pool()}, 60.0, 1060.0)
+    pools = asyncio.run(restore(s, RestoringApplier(tmp_path, [A], [])))  # type: ignore[arg-type]
+    assert set(pools["default"].members) == {A}  # adopted from HAProxy
+
+
+def test_a_restored_pool_is_counted_in_the_log_and_a_new_service_starts_empty(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from poller.pool import statefile
+    from poller.pool.restoring import restore
+
+    caplog.set_level(logging.INFO, logger="poller")
+    s = daemon_settings(tmp_path, "10.0.0.0/24")
+    rising = Member(B, None, State.RISING, 1, 0, 50.0, LastProbe(50.0, Outcome.OK, 1.0, 200))
+    statefile.save(s.state.path, {"default": Pool({A: up(A), B: rising})}, 60.0, 1060.0)
+    asyncio.run(restore(s, RestoringApplier(tmp_path, [], [])))  # type: ignore[arg-type]
+    said = [getattr(r, "fields", {}) for r in caplog.records if r.getMessage() == "state restored"]
+    assert said == [{"members": 2, "serving": 1}]
+
+
+def test_a_reload_owed_by_an_old_poller_is_kept_owed(tmp_path: Path) -> None:
+    from poller.pool.restoring import restore
+
+    s = daemon_settings(tmp_path, "10.0.0.0/24")
+    old = {"version": 1, "saved_at": 1000.0, "pending_reload": True, "members": []}
+    s.state.path.write_text(json.dumps(old))
+    applier = RestoringApplier(tmp_path, [], [])
+    asyncio.run(restore(s, applier))  # type: ignore[arg-type]
+    assert applier.journal.pending
+
+
+def test_a_probe_result_is_observed_with_everything_it_said() -> None:
+    from poller.pool.pools import Observation
+
+    result = ProbeResult(A, Outcome.UNEXPECTED_STATUS, False, 12.5, 503, "c1", service="web")
+    assert decisions.observation(result) == Observation(
+        A, False, "c1", Outcome.UNEXPECTED_STATUS, 12.5, 503
+    )

@@ -67,7 +67,8 @@ def in_nodes(expected: Plan) -> Plan:
             True,
             Plan("runtime", (B, C), (), (A.name,), True),
         ),
-        # Someone put a server in maintenance or drain behind poller's back: put back.
+        # A server in maintenance or drain that is not an operator's (a poller stopped
+        # mid-change left it so): put back.
         (
             [A],
             live(A, admin=ADMIN_MAINT & 0x01),
@@ -193,4 +194,38 @@ def test_server_options_are_read_from_each_server_line_of_its_backend() -> None:
         ("nodes", "n_10_0_0_1_3000"): "check weight 37",
         ("nodes", "n_fd00__1_3000"): "check",
         ("api", "n_10_0_0_2_3001"): "check inter 2s",
+    }
+
+
+def test_servers_an_operator_set_aside_are_neither_enabled_removed_nor_counted() -> None:
+    held = ServerState(A.name, A, 2, 0x01)
+    drained = ServerState(B.name, B, 2, 0x08)
+    aside = {("nodes", A.name), ("nodes", B.name)}
+    have = {"nodes": [held, drained]}
+    # Wanted or not, in step: only the file may follow.
+    for wanted in ([A, B], [], [A]):
+        got = plan({"nodes": wanted}, have, RENDERED, RENDERED, True, False, True, aside)
+        assert got == Plan("none"), wanted
+    got = plan({"nodes": [A, C]}, have, RENDERED, RENDERED, True, False, True, aside)
+    assert got == Plan("runtime", (("nodes", C),))
+
+
+def test_set_aside_by_hand_is_what_haproxy_lists_aside_that_poller_did_not_touch() -> None:
+    from poller.applying.planning import SetAside, set_aside_by_hand
+
+    live = {
+        "nodes": [
+            ServerState(A.name, A, 2, 0x01),  # maint
+            ServerState(B.name, B, 2, 0x08 | 0x04),  # drain (a `disabled` line, drained)
+            ServerState(C.name, C, 2, 0x04),  # `disabled` in the file, then set ready
+        ],
+        "api": [ServerState(A.name, A, 2, 0x09)],  # both: maintenance wins
+    }
+    assert set_aside_by_hand(live, ours=set()) == {
+        ("nodes", A.name): SetAside("nodes", A, "maint"),
+        ("nodes", B.name): SetAside("nodes", B, "drain"),
+        ("api", A.name): SetAside("api", A, "maint"),
+    }
+    assert set_aside_by_hand(live, ours={("nodes", A.name), ("api", A.name)}) == {
+        ("nodes", B.name): SetAside("nodes", B, "drain"),
     }

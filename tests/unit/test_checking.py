@@ -1,0 +1,247 @@
+"""The member checker's loop (`checking.Checker`): who is checked, in which batch, with
+which service's probe, and what a slow or broken batch may not do. In process, with a
+recording fake prober; the pace itself is `decisions` (tests/unit/test_activities.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from poller.endpoints import Endpoint
+from poller.pool import checking
+from poller.pool.checking import Checker
+from poller.pool.pools import LastProbe, Pool, State
+from poller.results import Outcome, ProbeResult, Sweep
+from tests.support.activities import A, B, C, Clock, ok, sample, sweep_of, tracker, up
+
+DEADLINE_SECONDS = 5.0
+
+
+class FakeProber:
+    """Records each batch (members, service); `gate` holds a batch until it is set."""
+
+    def __init__(self, answer: Callable[[Endpoint], ProbeResult] = ok) -> None:
+        self.answer = answer
+        self.batches: list[tuple[list[Endpoint], str]] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.fails: BaseException | None = None
+        self.leases = 0
+
+    @contextlib.asynccontextmanager
+    async def lease(self) -> AsyncIterator[FakeProber]:
+        self.leases += 1
+        yield self
+
+    async def checks(self, members: Sequence[Endpoint], service: str) -> Sweep:
+        self.batches.append((list(members), service))
+        await self.gate.wait()
+        if self.fails is not None:
+            raise self.fails
+        return sweep_of(*(self.answer(member) for member in members))
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Poll the event loop until `condition` holds (bounded)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + DEADLINE_SECONDS
+    while not condition():
+        assert loop.time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.001)
+
+
+def running(checker: Checker, scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    async def main() -> None:
+        task = asyncio.create_task(checker.run())
+        try:
+            await scenario()
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    asyncio.run(main())
+
+
+def test_the_members_due_are_checked_in_one_batch_with_their_services_probe(
+    tmp_path: Path,
+) -> None:
+    clock = Clock()
+    made = tracker(tmp_path, clock, ("web", "api"))
+    made.pools["web"] = Pool({A: up(A), B: up(B)})
+    made.pools["api"] = Pool({C: up(C)})
+    prober = FakeProber(answer=lambda e: ProbeResult(e, Outcome.TIMEOUT, False, 500.0))
+    checker = Checker(made, "web", lambda: prober, made.metrics, clock)  # type: ignore[arg-type, return-value]
+
+    async def scenario() -> None:
+        await until(lambda: made.pools["web"].members[A].state is State.FALLING)
+        assert prober.batches == [([A, B], "web")]
+        assert made.pools["web"].members[B].state is State.FALLING
+        assert made.pools["api"].members[C].state is State.UP  # not this checker's
+        assert not checker.busy
+
+    running(checker, scenario)
+    assert prober.leases == 1
+
+
+def test_a_member_is_not_checked_again_while_its_check_is_in_flight(tmp_path: Path) -> None:
+    clock = Clock()
+    made = tracker(tmp_path, clock)
+    made.pools["default"] = Pool({A: up(A)})
+    prober = FakeProber()
+    prober.gate.clear()
+    checker = Checker(made, "default", lambda: prober, made.metrics, clock)  # type: ignore[arg-type, return-value]
+
+    async def scenario() -> None:
+        await until(lambda: len(prober.batches) == 1)
+        assert checker.busy == {A}
+        clock.now += 10  # long overdue, but still in flight
+        checker.wake.set()
+        for _ in range(50):
+            await asyncio.sleep(0)
+        assert len(prober.batches) == 1
+        prober.gate.set()
+        await until(lambda: not checker.busy)
+        assert len(prober.batches) == 1  # just checked: due an interval from now
+        clock.now += 1
+        checker.wake.set()
+        await until(lambda: len(prober.batches) == 2)
+
+    running(checker, scenario)
+
+
+def test_a_slow_member_never_delays_another_ones_check(tmp_path: Path) -> None:
+    clock = Clock()
+    made = tracker(tmp_path, clock)
+    made.pools["default"] = Pool({A: up(A)})
+    prober = FakeProber()
+    prober.gate.clear()  # A's batch hangs (a member that takes its timeout)
+    checker = Checker(made, "default", lambda: prober, made.metrics, clock)  # type: ignore[arg-type, return-value]
+
+    async def scenario() -> None:
+        await until(lambda: len(prober.batches) == 1)
+        made.pools["default"] = Pool({**made.pools["default"].members, B: up(B)})
+        for tell in made.on_members_change:
+            tell("default")
+        await until(lambda: len(prober.batches) == 2)
+        assert prober.batches[1] == ([B], "default")
+        prober.gate.set()
+
+    running(checker, scenario)
+
+
+def test_a_change_in_another_services_members_does_not_wake_the_checker(
+    tmp_path: Path,
+) -> None:
+    clock = Clock()
+    made = tracker(tmp_path, clock, ("web", "api"))
+    checker = Checker(made, "web", FakeProber, made.metrics, clock)  # type: ignore[arg-type]
+    for tell in made.on_members_change:
+        tell("api")
+    assert not checker.wake.is_set()
+    for tell in made.on_members_change:
+        tell("web")
+    assert checker.wake.is_set()
+
+
+def test_the_checker_sleeps_until_the_next_member_is_due(tmp_path: Path) -> None:
+    clock = Clock()
+    made = tracker(tmp_path, clock)
+    # Last probed now, interval 1 s: due 0.95 s later.
+    made.pools["default"] = Pool(
+        {A: replace(up(A), last=LastProbe(clock.now, Outcome.OK, 1.0, 200))}
+    )
+    prober = FakeProber()
+    checker = Checker(made, "default", lambda: prober, made.metrics, clock)  # type: ignore[arg-type, return-value]
+    waits: list[float | None] = []
+    real_wait_for = asyncio.wait_for
+
+    async def wait_for(awaitable: Any, timeout: float | None) -> Any:  # noqa: ASYNC109
+        waits.append(timeout)
+        return await real_wait_for(awaitable, 0 if timeout else timeout)
+
+    async def scenario() -> None:
+        await until(lambda: len(waits) >= 1)
+        assert waits[0] == pytest.approx(0.95)
+        assert prober.batches == []
+        clock.now += 0.95
+        await until(lambda: len(prober.batches) == 1)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(checking.asyncio, "wait_for", wait_for)
+        running(checker, scenario)
+
+
+def test_with_no_members_the_checker_waits_to_be_woken(tmp_path: Path) -> None:
+    clock = Clock()
+    made = tracker(tmp_path, clock)
+    prober = FakeProber()
+    checker = Checker(made, "default", lambda: prober, made.metrics, clock)  # type: ignore[arg-type, return-value]
+    waits: list[float | None] = []
+    real_wait_for = asyncio.wait_for
+
+    async def wait_for(awaitable: Any, timeout: float | None) -> Any:  # noqa: ASYNC109
+        waits.append(timeout)
+        return await real_wait_for(awaitable, timeout)
+
+    async def scenario() -> None:
+        await until(lambda: len(waits) == 1)
+        assert waits == [None]  # no timer: only a new member wakes it
+        made.pools["default"] = Pool({A: up(A)})
+        for tell in made.on_members_change:
+            tell("default")
+        await until(lambda: len(prober.batches) == 1)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(checking.asyncio, "wait_for", wait_for)
+        running(checker, scenario)
+
+
+def test_a_batch_that_raises_is_logged_counted_and_its_members_checked_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(checking, "FAILED_BATCH_PAUSE_SECONDS", 0.01)
+    clock = Clock()
+    made = tracker(tmp_path, clock)
+    made.pools["default"] = Pool({A: up(A)})
+    prober = FakeProber()
+    prober.fails = RuntimeError("a bug")
+    checker = Checker(made, "default", lambda: prober, made.metrics, clock)  # type: ignore[arg-type, return-value]
+
+    async def scenario() -> None:
+        await until(lambda: len(prober.batches) == 2)  # due again after the pause
+
+    running(checker, scenario)
+    failures = [r for r in caplog.records if r.getMessage() == "member checks failed unexpectedly"]
+    assert failures
+    assert failures[0].levelname == "ERROR"
+    assert failures[0].exc_info is not None
+    assert sample(made.metrics, "poller_task_failures_total", task="check") >= 1
+    assert made.pools["default"].members[A] == up(A)  # a bug is no verdict on the member
+
+
+def test_the_pause_after_a_broken_batch_keeps_its_members_busy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(checking, "FAILED_BATCH_PAUSE_SECONDS", 60.0)
+    clock = Clock()
+    made = tracker(tmp_path, clock)
+    made.pools["default"] = Pool({A: up(A)})
+    prober = FakeProber()
+    prober.fails = RuntimeError("a bug")
+    checker = Checker(made, "default", lambda: prober, made.metrics, clock)  # type: ignore[arg-type, return-value]
+
+    async def scenario() -> None:
+        await until(lambda: sample(made.metrics, "poller_task_failures_total", task="check") == 1)
+        for _ in range(50):
+            await asyncio.sleep(0)
+        assert checker.busy == {A}
+        assert len(prober.batches) == 1  # no tight loop on a bug
+
+    running(checker, scenario)
