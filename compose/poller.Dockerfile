@@ -24,6 +24,7 @@ RUN apt-get update \
  && groupadd --non-unique --gid 99 lbshare \
  && useradd --uid 10001 --gid lbshare --no-create-home --shell /usr/sbin/nologin poller \
  && install -d -o poller -g lbshare -m 2775 /usr/local/etc/haproxy /var/run/haproxy \
+    /usr/local/etc/poller-backends \
  && install -d -o poller -g lbshare -m 0750 /var/lib/poller
 COPY --from=build /opt/poller /opt/poller
 COPY config/poller.yaml /etc/poller/poller.yaml

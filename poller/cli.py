@@ -92,7 +92,7 @@ def _emit_config(
 ) -> None:
     from poller.haproxy.rendering import context, load_template, render
 
-    template = load_template(settings.haproxy.template)
+    template = load_template(settings.haproxy.template, settings.haproxy.mode)
     text = render(template, context(settings, servers))
     if output is None:
         sys.stdout.write(text)
@@ -143,7 +143,8 @@ def _still_valid(settings: Settings, path: Path) -> bool:
     if not text.strip():
         return False
     try:
-        asyncio.run(validate(settings.haproxy.binary, text, path))
+        haproxy = settings.haproxy
+        asyncio.run(validate(haproxy.binary, text, path, haproxy.user_configs))
     except ConfigRejected as exc:
         log.warning("existing config rejected; rewriting it", extra=_path(path, error=str(exc)))
         return False
@@ -154,9 +155,23 @@ def _path(path: Path, **more: str) -> dict[str, Any]:
     return {"fields": {"path": str(path), **more}}
 
 
+def _user_configs(settings: Settings) -> None:
+    """`haproxy.mode: backends`: the user's files must give poller what it needs (a
+    ConfigError says what to add); what only may not work as expected is logged."""
+    if settings.haproxy.mode != "backends":
+        return
+    from poller.haproxy.configs import check_user_configs
+
+    backends = [service.backend for service in settings.resolved_services]
+    for warning in check_user_configs(settings.haproxy, backends):
+        log.warning("your HAProxy config", extra={"fields": {"warning": warning}})
+
+
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     def reload_settings() -> Settings:
-        return load_settings(args.config, overrides=overrides(args))
+        loaded = load_settings(args.config, overrides=overrides(args))
+        _user_configs(loaded)
+        return loaded
 
     from poller.daemon.runner import run_daemon  # the daemon's imports are not scan's to pay
 
@@ -185,6 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(args.log_level)
     try:
         settings = load_settings(args.config, overrides=overrides(args))
+        if args.command in ("run", "render", "check-config"):
+            _user_configs(settings)
         commands = {"scan": _scan, "run": _run, "render": _render, "check-config": _check_config}
         return commands[args.command](args, settings)
     except PollerError as exc:

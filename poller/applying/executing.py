@@ -257,7 +257,8 @@ class Applier:
         return raw.decode("utf-8", "replace") if raw is not None else None
 
     async def _validate(self, text: str) -> None:
-        await configs.validate(self.settings.haproxy.binary, text, self.config_path)
+        haproxy = self.settings.haproxy
+        await configs.validate(haproxy.binary, text, self.config_path, haproxy.user_configs)
 
     async def _runtime_change(
         self,

@@ -16,14 +16,31 @@ from poller.config.values import Section
 class HAProxySettings(Section):
     """The HAProxy poller keeps in step with the pool."""
 
+    mode: Literal["whole", "backends"] = Field(
+        default="whole",
+        description="`whole`: poller writes HAProxy's whole config (config_path) from the "
+        "template. `backends`: you keep your own config file(s) (user_configs: global, "
+        "defaults, frontends, TLS, other backends) and poller writes only its services' "
+        "backends into config_path, which HAProxy loads after yours "
+        "(`haproxy -f yours.cfg -f config_path`); your frontends send traffic to them by "
+        "name (`use_backend web`).",
+    )
+    user_configs: tuple[Path, ...] = Field(
+        default=(),
+        description="`mode: backends`: your own HAProxy config files, in the order HAProxy "
+        "loads them, before config_path. poller never writes them; it reads them to check "
+        "they give it what it needs (the admin socket at level admin) and validates them "
+        "with its own file (`haproxy -c -f each -f config_path`) before installing anything.",
+    )
     config_path: Path = Field(
         default=Path("/usr/local/etc/haproxy/haproxy.cfg"),
-        description="The config file HAProxy runs (shared with the HAProxy container).",
+        description="The config file poller writes and HAProxy runs (shared with the HAProxy "
+        "container): the whole config, or with `mode: backends` only poller's backends.",
     )
     template: Path | None = Field(
         default=None,
         description="Jinja2 template of that file; unset: the built-in one "
-        "(config/haproxy.cfg.j2).",
+        "(poller/templates/haproxy.cfg.j2, or backends.cfg.j2 with `mode: backends`).",
     )
     template_vars: Mapping[str, str | int | float | bool] = Field(
         default_factory=dict, description="Extra variables for your own template (`vars.X`)."
@@ -127,6 +144,25 @@ class HAProxySettings(Section):
         "(catches a restarted HAProxy and hand edits); /healthz is 503 after three of these "
         "without HAProxy brought or found in step.",
     )
+
+    @model_validator(mode="after")
+    def _mode_and_files_agree(self) -> HAProxySettings:
+        if self.mode == "backends" and not self.user_configs:
+            raise ValueError(
+                "mode `backends` needs user_configs: the HAProxy config file(s) you keep "
+                "(global, defaults, frontends), which HAProxy loads before config_path"
+            )
+        if self.mode == "whole" and self.user_configs:
+            raise ValueError(
+                "user_configs is only read with mode `backends` (with `whole`, poller writes "
+                "HAProxy's whole config from the template)"
+            )
+        if self.config_path in self.user_configs:
+            raise ValueError(
+                f"config_path ({self.config_path}) is one of user_configs: poller writes "
+                "config_path and never writes yours; give it a file of its own"
+            )
+        return self
 
     @model_validator(mode="after")
     def _waits_ordered(self) -> HAProxySettings:

@@ -60,7 +60,9 @@ class Daemon:
         self.history = History()
         self.discovery: SweepPlan = plan_sweep(settings.discovery, settings.ports())
         self.prober = _prober(settings, self.discovery)
-        self.applier = Applier(settings, load_template(settings.haproxy.template))
+        self.applier = Applier(
+            settings, load_template(settings.haproxy.template, settings.haproxy.mode)
+        )
         names = [service.name for service in settings.resolved_services]
         self.tracker = Tracker(
             names, settings.pool, settings.state.path, self.metrics, self.history
@@ -180,7 +182,7 @@ class Daemon:
         """SIGHUP: take new settings and template only if all of them are valid."""
         try:
             settings = self.reload_settings()
-            template = load_template(settings.haproxy.template)
+            template = load_template(settings.haproxy.template, settings.haproxy.mode)
             discovery = plan_sweep(settings.discovery, settings.ports())
             if _shape(settings) != _shape(self.settings):
                 raise ConfigError(

@@ -4,10 +4,13 @@ atomically, and keep the last known good copy to return to."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 
 from poller import files
-from poller.errors import CheckUnavailable, ConfigRejected, InstallError
+from poller.config import HAProxySettings
+from poller.errors import CheckUnavailable, ConfigError, ConfigRejected, InstallError
+from poller.haproxy import userconfigs
 
 MAX_MESSAGE_CHARS = 2000
 CHECK_TIMEOUT_SECONDS = 60.0
@@ -17,14 +20,18 @@ def last_good_path(config: Path) -> Path:
     return config.with_name(config.name + ".last-good")
 
 
-async def validate(binary: str, text: str, beside: Path) -> None:
-    """Raise ConfigRejected with HAProxy's message if `haproxy -c` refuses `text`."""
+async def validate(binary: str, text: str, beside: Path, before: Sequence[Path] = ()) -> None:
+    """Raise ConfigRejected with HAProxy's message if `haproxy -c` refuses `text`, loaded
+    after the files `before` (the user's own, with `haproxy.mode: backends`), as HAProxy
+    will load them."""
     staged = files.stage(beside, text.encode())
+    loaded = [word for path in before for word in ("-f", str(path))]
     try:
         try:
             proc = await asyncio.create_subprocess_exec(
                 binary,
                 "-c",
+                *loaded,
                 "-f",
                 str(staged),
                 stdout=asyncio.subprocess.PIPE,
@@ -66,3 +73,19 @@ def restore_last_good(config: Path) -> bool:
     except InstallError:
         return False
     return True
+
+
+def check_user_configs(settings: HAProxySettings, backends: Sequence[str]) -> list[str]:
+    """`haproxy.mode: backends`: read the user's own config files and check they give
+    poller what it needs; ConfigError naming what to add or change, else the warnings."""
+    texts: dict[str, str] = {}
+    for path in settings.user_configs:
+        try:
+            texts[str(path)] = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ConfigError("haproxy.user_configs", f"{path}: cannot read: {reason}") from exc
+    found = userconfigs.check(texts, settings.admin_socket, backends)
+    if found.errors:
+        raise ConfigError("haproxy.user_configs", "\n".join(found.errors))
+    return found.warnings

@@ -24,6 +24,7 @@ from poller.endpoints import Endpoint, ordered
 from poller.errors import TemplateError
 
 BUILTIN_TEMPLATE = "haproxy.cfg.j2"
+BACKENDS_TEMPLATE = "backends.cfg.j2"  # haproxy.mode: backends
 _SAFE_WORD = re.compile(r"^[A-Za-z0-9_./:%?=&+,;@!~*()\[\]-]+$")
 
 
@@ -57,11 +58,11 @@ class Template:
     source: str
 
 
-def load_template(path: Path | None) -> Template:
-    """The operator's template, or the built-in one."""
+def load_template(path: Path | None, mode: str = "whole") -> Template:
+    """The operator's template, or the built-in one of the mode (`whole` or `backends`)."""
     if path is None:
-        source = resources.files("poller.templates").joinpath(BUILTIN_TEMPLATE).read_text()
-        return Template(BUILTIN_TEMPLATE, source)
+        name = BACKENDS_TEMPLATE if mode == "backends" else BUILTIN_TEMPLATE
+        return Template(name, resources.files("poller.templates").joinpath(name).read_text())
     try:
         return Template(str(path), path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:

@@ -85,6 +85,7 @@ class FakeApplier:
         self.live: list[ServerState] | Exception = []
         self.attempt = Method.FILE
         self.aside: dict[tuple[str, str], object] = {}  # servers an operator set aside
+        self.asked_aside: list[object] = []  # the states it was asked about
 
     async def live_servers(self) -> dict[str, list[ServerState]]:
         if isinstance(self.live, Exception):
@@ -95,6 +96,7 @@ class FakeApplier:
         return {"nodes": [B, C]}
 
     def set_aside(self, live: object) -> dict[tuple[str, str], object]:
+        self.asked_aside.append(live)
         return dict(self.aside)
 
     async def apply(self, wanted: Mapping[str, frozenset[Endpoint]], live: object) -> Result:

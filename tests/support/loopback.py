@@ -50,6 +50,8 @@ class Lab(ProcessLab):
         self.master_socket = self.workdir / "master.sock"
         self.poller_yaml = self.workdir / "poller.yaml"
         self.haproxy = HAProxyView(self.admin_socket, self.master_socket)
+        # `haproxy.mode: backends`: the user's own files, loaded before poller's.
+        self.user_configs: list[Path] = []
         self.write_settings()
 
     # -- settings ------------------------------------------------------------------------
@@ -116,7 +118,16 @@ class Lab(ProcessLab):
         # The compose service's command line: master-worker, foreground, master CLI.
         self.spawn(
             "haproxy",
-            [binary, "-W", "-db", "-S", str(self.master_socket), "-f", str(self.config_path)],
+            [
+                binary,
+                "-W",
+                "-db",
+                "-S",
+                str(self.master_socket),
+                *(word for path in self.user_configs for word in ("-f", str(path))),
+                "-f",
+                str(self.config_path),
+            ],
             ready=self.haproxy.answers,
         )
 

@@ -6,6 +6,7 @@ are not the point."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import pytest
@@ -91,9 +92,11 @@ class RecordingRuntime:
 class RecordingMaster:
     def __init__(self) -> None:
         self.reloads = 0
+        self.deadlines: list[float] = []
 
     async def reload(self, deadline_seconds: float) -> None:
         self.reloads += 1
+        self.deadlines.append(deadline_seconds)
 
 
 def applier(
@@ -102,19 +105,19 @@ def applier(
     *live: Endpoint,
     drain_timeout: float = 5.0,
     master: RecordingMaster | None = None,
+    services: list[dict[str, object]] | None = None,
 ) -> Applier:
-    settings: Settings = load_settings(
-        None,
-        environ={},
-        overrides={
-            "haproxy": {
-                "binary": "true",
-                "config_path": str(tmp_path / "haproxy.cfg"),
-                "drain_timeout_seconds": drain_timeout,
-            },
-            "state": {"path": str(tmp_path / "state.json")},
+    sections: dict[str, object] = {
+        "haproxy": {
+            "binary": "true",
+            "config_path": str(tmp_path / "haproxy.cfg"),
+            "drain_timeout_seconds": drain_timeout,
         },
-    )
+        "state": {"path": str(tmp_path / "state.json")},
+    }
+    if services is not None:
+        sections["services"] = services
+    settings: Settings = load_settings(None, environ={}, overrides=sections)  # type: ignore[arg-type]
     fakes = (runtime, master or RecordingMaster())
     made = Applier(settings, load_template(None), clients=lambda _haproxy: fakes)
     made.config_path.write_text(made.render(live))
@@ -318,12 +321,13 @@ def test_sessions_left_after_the_drain_timeout_are_ended_before_the_delete(
 
 
 def test_streams_that_reach_a_server_after_its_drain_are_ended_after_a_grace(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """HAProxy also refuses a server that streams came to after the drain (connects being
     retried, a queue); poller retries, then ends them and deletes: still no reload."""
     monkeypatch.setattr(executing, "STREAMS_GRACE_SECONDS", 0.05)
     monkeypatch.setattr(executing, "DEL_RETRY_POLL_SECONDS", 0.01)
+    caplog.set_level(logging.INFO, logger="poller")
     runtime = RecordingRuntime((A, 0), (B, 0))
     runtime.late = {A.name: 2}
     made = applier(tmp_path, runtime, A, B)
@@ -341,6 +345,10 @@ def test_streams_that_reach_a_server_after_its_drain_are_ended_after_a_grace(
         f"del {A.name}",
     ]
     assert reloads(made) == 0
+    message = "ending the sessions still on a leaving server"
+    said = [r for r in caplog.records if r.getMessage() == message]
+    assert [getattr(r, "fields", {}) for r in said] == [{"server": A.name}]  # once
+    assert [r.levelname for r in said] == ["INFO"]
 
 
 def test_idle_connections_to_a_server_marked_down_are_closed_before_the_delete(
@@ -620,7 +628,7 @@ def test_a_runtime_change_whose_file_cannot_be_installed_says_so_and_keeps_hapro
     assert result.method == "runtime"
     assert result.added == [B.name]
     assert not result.file_installed
-    assert result.error is not None
+    assert (result.error or "").startswith("HAProxy rejected the rendered config")
     assert B.name in runtime.state  # HAProxy serves the pool; the file is behind
     assert servers_in_file(made.config_path.read_text()) == {"nodes": [A]}
 
@@ -676,3 +684,82 @@ def test_a_delete_refused_for_another_reason_falls_back_to_a_reload_at_once(
         f"HAProxy refused to delete nodes/{A.name}: Server is not in maintenance."
     )
     assert runtime.calls.count(f"del {A.name}") == 1
+
+
+def test_a_reload_is_journalled_while_it_runs_and_waits_its_timeout(tmp_path: Path) -> None:
+    seen: list[bool] = []
+
+    class Watching(RecordingMaster):
+        async def reload(self, deadline_seconds: float) -> None:
+            seen.append(made.pending_reload)  # what a poller killed now would find
+            await super().reload(deadline_seconds)
+
+    runtime = RecordingRuntime((A, 0))
+    master = Watching()
+    made = applier(tmp_path, runtime, A, master=master)
+    made.config_path.write_text("# a file from another template\n")
+    result = asyncio.run(made.apply({"nodes": [A]}, {"nodes": list(runtime.state.values())}))
+    assert result.ok, result.error
+    assert seen == [True]
+    assert master.deadlines == [made.settings.haproxy.reload_timeout_seconds]
+    assert not made.pending_reload
+
+
+def test_an_apply_measures_how_long_it_took(tmp_path: Path) -> None:
+    runtime = RecordingRuntime((A, 0))
+    made = applier(tmp_path, runtime, A)
+    ticks = iter([10.0, 10.25])
+    made.clock = lambda: next(ticks)
+    result = asyncio.run(made.apply({"nodes": [A]}, {"nodes": list(runtime.state.values())}))
+    assert result.duration_seconds == 0.25
+
+
+def test_with_several_backends_servers_are_named_with_their_backend(tmp_path: Path) -> None:
+    class TwoBackends(RecordingRuntime):
+        def __init__(self, *servers: tuple[Endpoint, int]) -> None:
+            super().__init__(*servers)
+            self.backend = "api"
+
+    A1, B1 = Endpoint(A.address, 3001), Endpoint(B.address, 3001)
+    runtime = TwoBackends((A1, 0))
+    services: list[dict[str, object]] = [
+        {"name": "web", "ports": [3000], "backend": "web", "route": {"default": True}},
+        {"name": "api", "ports": [3001], "backend": "api", "route": {"path_prefix": "/api"}},
+    ]
+    made = applier(tmp_path, runtime, services=services)
+    made.config_path.write_text(made.render({"api": [A1]}))
+
+    async def live() -> dict[str, list[ServerState]]:
+        return {"web": [], "api": list(runtime.state.values())}
+
+    made.live_servers = live  # type: ignore[method-assign]
+    result = asyncio.run(
+        made.apply({"api": [B1]}, {"web": [], "api": list(runtime.state.values())})
+    )
+    assert result.ok, result.error
+    assert (result.added, result.removed) == ([f"api/{B1.name}"], [f"api/{A1.name}"])
+
+
+def test_a_drain_that_cannot_be_set_again_after_a_reload_is_said_and_the_rest_go_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from poller.errors import HAProxyError
+
+    class Refusing(RecordingRuntime):
+        async def set_state(self, backend: str, name: str, state: str) -> None:
+            if name == B.name:
+                raise HAProxyError("No such server.")
+            await super().set_state(backend, name, state)
+
+    runtime = Refusing((A, MAINT), (B, DRAIN), (C, DRAIN))
+    made = applier(tmp_path, runtime, A, B, C)
+    made.config_path.write_text("# a file from another template\n")  # so: a reload
+    result = asyncio.run(made.apply({"nodes": []}, {"nodes": list(runtime.state.values())}))
+    assert result.ok, result.error
+    assert runtime.calls == [f"state drain {C.name}"]  # B refused, C still drained
+    message = "could not drain again a server set aside by hand; it stays in maintenance"
+    said = [r for r in caplog.records if r.getMessage() == message]
+    assert [getattr(r, "fields", {}) for r in said] == [
+        {"server": B.name, "error": "No such server."}
+    ]
+    assert [r.levelname for r in said] == ["WARNING"]

@@ -551,9 +551,17 @@ def test_a_server_set_aside_by_hand_is_said_noted_and_gauged_once_and_so_is_its_
     assert fields(caplog, "server handed back; poller manages it again") == [
         {"server": f"nodes/{A.name}"}
     ]
-    assert made.history.events[0].kind is NoteKind.HANDED_BACK
-    assert made.history.events[0].member == str(A)
-    assert sample(made.metrics, gauge, service="default", state="drain") == 0
+    back = made.history.events[0]
+    assert (back.kind, back.member, back.reason, back.service, back.at) == (
+        NoteKind.HANDED_BACK,
+        str(A),
+        "",
+        "default",
+        clock.wall(),
+    )
+    registry = made.metrics.registry
+    for state in ("maint", "drain"):  # both gauged, at 0 now
+        assert registry.get_sample_value(gauge, {"service": "default", "state": state}) == 0
     assert made.aside == {}
 
 
@@ -576,3 +584,4 @@ def test_servers_set_aside_by_hand_are_kept_out_of_the_guards_arithmetic(
     asyncio.run(made.reconcile())
     assert made.holds == {}
     assert applier.asked == [{"nodes": frozenset({A})}]
+    assert applier.asked_aside == [{"nodes": [serving(A), serving(B), serving(C)]}]
