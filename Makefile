@@ -3,10 +3,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 
-.PHONY: help demo demo-netns test test-engine test-hosts standins lint mutate venv runtime-venv lock bench clean
+.PHONY: help demo demo-netns test test-haproxy3 test-engine test-hosts standins lint mutate venv runtime-venv lock bench clean
 
 help:                     ## this list
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:[^#]*## /\t/' | expand -t 14
+	@grep -E '^[a-z0-9.-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:[^#]*## /\t/' | expand -t 14
 
 demo: runtime-venv        ## a local demo lab on 127.0.0.0/8, about a minute (Ctrl-C stops it)
 	@scripts/ensure-haproxy
@@ -17,9 +17,20 @@ demo-netns: runtime-venv  ## the same demo in network namespaces (root)
 	@[ "$$(id -u)" -eq 0 ] || { echo "the namespace lab needs root: sudo make demo-netns"; exit 1; }
 	scripts/in-private-netns $(PY) -m tests.support.netlab
 
-test: venv                ## the whole suite in a private network namespace (~12 min here)
+test: venv                ## the whole suite in a private network namespace (~19 min here)
 	@$(MAKE) --no-print-directory standins
 	scripts/in-private-netns $(PY) -m pytest $(PYTEST_ARGS)
+	@$(MAKE) --no-print-directory test-haproxy3
+
+# The runtime-API tests again, against HAProxy 3.0 (Debian 13's, in a debootstrapped root).
+RUNTIME_API_TESTS = tests/integration/test_run.py tests/integration/test_backends_mode.py \
+	tests/integration/test_quiet.py tests/integration/test_faults.py
+test-haproxy3: venv    ## the runtime-API tests against HAProxy 3.0 (root; ~3 min)
+	@if [ "$$(id -u)" -eq 0 ]; then $(PY) -m tests.support.haproxies; \
+	 else echo "not root: HAProxy 3.0 cannot be prepared (the tests say why)"; fi
+	POLLER_TEST_HAPROXY=$(CURDIR)/tests/support/haproxy-in-root \
+	POLLER_HAPROXY_ROOT=$${POLLER_HAPROXY_CACHE:-/var/cache/poller-haproxy}/3.0 \
+	scripts/in-private-netns $(PY) -m pytest $(RUNTIME_API_TESTS) $(PYTEST_ARGS)
 
 test-engine: venv         ## only the real Docker engine suite (root, docker.io)
 	@$(MAKE) --no-print-directory standins

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 from typing import NoReturn
 
 import pytest
@@ -34,5 +35,18 @@ def require_tool(name: str, install: str) -> str:
     return path
 
 
+def haproxy_binary() -> str | None:
+    """The HAProxy the tests start and validate with: the machine's, or another version
+    given by `POLLER_TEST_HAPROXY` (`make test` runs the runtime-API tests against HAProxy
+    3.0 that way: tests/support/haproxies.py)."""
+    return os.environ.get("POLLER_TEST_HAPROXY") or shutil.which("haproxy")
+
+
 def require_haproxy() -> str:
+    chosen = os.environ.get("POLLER_TEST_HAPROXY")
+    if chosen:
+        root = os.environ.get("POLLER_HAPROXY_ROOT", "")
+        if not Path(root, "done").exists():
+            unavailable(f"POLLER_TEST_HAPROXY={chosen}, but its root {root!r} is not prepared")
+        return chosen
     return require_tool("haproxy", "apt-get install haproxy")

@@ -24,3 +24,42 @@ def test_show_proc() -> None:
 def test_show_proc_garbage_is_unavailable() -> None:
     with pytest.raises(HAProxyUnavailable, match="unexpected `show proc` answer"):
         parse_show_proc("Unknown command\n")
+
+
+# HAProxy 3.0.11's answers to the master CLI's `reload` (2.6 answers nothing).
+RELOADED = (
+    "Success=1\n--\n[NOTICE]   (28163) : New worker (28253) forked\n"
+    "[NOTICE]   (28163) : Loading success.\n"
+)
+REFUSED = (
+    "Success=0\n--\n[NOTICE]   (28163) : haproxy version is 3.0.11-1+deb13u4\n"
+    "[NOTICE]   (28163) : path to executable is /usr/sbin/haproxy\n"
+    "[ALERT]    (28163) : Binding [/tmp/h.cfg:9] for frontend f: protocol tcpv4: cannot "
+    "bind socket (Address already in use) for [127.0.0.1:18001].\n"
+    "[ALERT]    (28163) : [/usr/sbin/haproxy.main()] Some protocols failed to start their "
+    "listeners! Exiting.\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("answer", "outcome"), [(RELOADED, True), (REFUSED, False), ("", None), ("\n", None)]
+)
+def test_a_reload_answer_says_how_it_went_from_haproxy_2_7_on(
+    answer: str, outcome: bool | None
+) -> None:
+    from poller.haproxy.master import reload_outcome
+
+    assert reload_outcome(answer) is outcome
+
+
+def test_a_failed_reload_is_explained_by_haproxys_alerts() -> None:
+    from poller.haproxy.master import alerts
+
+    assert alerts(REFUSED) == (
+        "Binding [/tmp/h.cfg:9] for frontend f: protocol tcpv4: cannot bind socket (Address "
+        "already in use) for [127.0.0.1:18001]. / [/usr/sbin/haproxy.main()] Some protocols "
+        "failed to start their listeners! Exiting."
+    )
+    assert (
+        alerts("Success=0\n--\n[NOTICE] (1) : something else\n") == "[NOTICE] (1) : something else"
+    )
