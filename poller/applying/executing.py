@@ -9,8 +9,8 @@ bounded wait until no sessions remain, `state maint`, `del server`, retried whil
 connections are attached: idle ones closed, late streams ended). The servers a change
 touches are remembered (`journal.Hands`) while it runs, so any other server in
 maintenance or drain is an operator's: left alone, and listed `disabled` in the file so
-a reload keeps it aside (a drain comes back as a drain once the reload is done). A serving server's
-address is never changed: names come from address and port. Afterwards `show servers
+a reload keeps it aside (a drain is set again once the reload is done). A serving
+server's address is never changed: names come from address and port. Afterwards `show servers
 state` must agree, or a reload runs instead. A reload is seamless (master-worker),
 confirmed from `show proc`; a failed one restores the last known good file, which only a
 confirmed success updates.

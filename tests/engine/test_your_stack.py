@@ -12,7 +12,6 @@ their own reload keeping the pool served, their static backend untouched.
 from __future__ import annotations
 
 import hashlib
-import http.client
 import ssl
 import subprocess
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.engine import Engine, Load, problems_in_log, timed
+from tests.support.engine import ComposeProject, Engine, Load, problems_in_log, timed
 from tests.support.labs import HAProxyView, unix_command, wait_for
 from tests.support.processes import ROOT
 
@@ -89,35 +88,16 @@ class Shop:
         self.config = directory / "haproxy" / "haproxy.cfg"
         self.certificate = directory / "haproxy" / "site.pem"
         self.ca = directory / "ca.pem"
+        self.project = ComposeProject(engine, NAME, self.compose_file, (FRAGMENT,))
 
     def compose(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return self.engine.docker(
-            "compose",
-            "-f",
-            str(self.compose_file),
-            "-f",
-            str(FRAGMENT),
-            "-p",
-            NAME,
-            *args,
-            timeout=timeout,
-        )
+        return self.project.compose(*args, timeout=timeout)
 
     def haproxy(self, backend: str = "web") -> HAProxyView:
-        run_dir = self.engine.volume_path(f"{NAME}_haproxy-run")
-        return HAProxyView(run_dir / "admin.sock", run_dir / "master.sock", backend)
+        return self.project.haproxy(backend)
 
     def replicas(self) -> set[str]:
-        ids = [line for line in self.compose("ps", "-q", "web").stdout.split() if line]
-        if not ids:
-            return set()
-        out = self.engine.docker(
-            "inspect",
-            "--format",
-            "{{.State.Running}} {{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
-            *ids,
-        ).stdout
-        return {a for r, _, a in (line.partition(" ") for line in out.splitlines()) if r == "true"}
+        return self.project.addresses("web")
 
     def served(self) -> set[str]:
         try:
@@ -128,21 +108,7 @@ class Shop:
     def https(self, path: str = "/") -> tuple[int, bytes]:
         """One HTTPS GET through their frontend, the certificate checked against theirs."""
         context = ssl.create_default_context(cafile=str(self.ca))
-        try:
-            sock = self.engine.connect("127.0.0.1", 443)
-            wrapped = context.wrap_socket(sock, server_hostname="shop.test")
-        except OSError:
-            return 0, b""
-        connection = http.client.HTTPSConnection("shop.test", 443, timeout=5, context=context)
-        connection.sock = wrapped
-        try:
-            connection.request("GET", path, headers={"Connection": "close"})
-            response = connection.getresponse()
-            return response.status, response.read()
-        except (OSError, http.client.HTTPException):
-            return 0, b""
-        finally:
-            connection.close()
+        return self.engine.get(443, path, tls=context, server_name="shop.test")
 
 
 @pytest.fixture(scope="module")

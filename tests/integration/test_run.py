@@ -342,6 +342,16 @@ def disabled_in_file(lab: Lab) -> set[str]:
     }
 
 
+def two_members_reconciled_often(lab: Lab) -> str:
+    """A and B served, HAProxy brought in step every 0.5 s; the name of A's server."""
+    lab.write_settings({"haproxy": {"reconcile_interval_seconds": 0.5}})
+    lab.start_node(A, "a")
+    lab.start_node(B, "b")
+    lab.start_poller()
+    wait_for(lambda: settled(lab, A, B), 10, "A and B to join")
+    return "n_127_0_3_2_3000"
+
+
 def set_aside_in_pool(lab: Lab) -> dict[str, str]:
     pool = lab.status("/pool") or {}
     return {s["endpoint"]: s["state"] for s in pool.get("haproxy", {}).get("set_aside", [])}
@@ -352,12 +362,7 @@ def test_an_operators_maintenance_is_left_alone_across_joins_leaves_and_restarts
 ) -> None:
     """`set server ... state maint` by hand stays until the operator's `state ready`:
     a join, the member's own leaving and a poller restart all leave it as it is."""
-    lab.write_settings({"haproxy": {"reconcile_interval_seconds": 0.5}})
-    lab.start_node(A, "a")
-    lab.start_node(B, "b")
-    lab.start_poller()
-    wait_for(lambda: settled(lab, A, B), 10, "A and B to join")
-    name = "n_127_0_3_2_3000"
+    name = two_members_reconciled_often(lab)
     assert lab.admin(f"set server nodes/{name} state maint").strip() == ""
     wait_for(lambda: set_aside_in_pool(lab) == {f"{A}:3000": "maint"}, 10, "/pool to show it")
     wait_for(lambda: disabled_in_file(lab) == {name}, 10, "the file to list it disabled")
@@ -409,12 +414,7 @@ def test_an_operators_maintenance_is_left_alone_across_joins_leaves_and_restarts
 
 
 def test_a_reload_keeps_an_operators_drain_a_drain(lab: Lab) -> None:
-    lab.write_settings({"haproxy": {"reconcile_interval_seconds": 0.5}})
-    lab.start_node(A, "a")
-    lab.start_node(B, "b")
-    lab.start_poller()
-    wait_for(lambda: settled(lab, A, B), 10, "A and B to join")
-    name = "n_127_0_3_2_3000"
+    name = two_members_reconciled_often(lab)
     assert lab.admin(f"set server nodes/{name} state drain").strip() == ""
     wait_for(lambda: disabled_in_file(lab) == {name}, 10, "the file to list it disabled")
     # A settings change that needs a reload (the template's skeleton changes).

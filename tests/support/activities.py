@@ -3,7 +3,9 @@ clock, settings for a 10.0.0.0/24 lab that is never swept, trackers, probe resul
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+import contextlib
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -114,3 +116,30 @@ def reconciler(
     made = tracker(tmp_path, clock, names)
     chosen = settings(**sections)
     return Reconciler(chosen, made, applier, made.metrics, made.history, clock, clock.wall)  # type: ignore[arg-type]
+
+
+DEADLINE_SECONDS = 5.0
+
+
+async def until(condition: Callable[[], object]) -> None:
+    """Let the event loop run until `condition` holds (bounded: a failure says so)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + DEADLINE_SECONDS
+    while not condition():
+        assert loop.time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.001)
+
+
+def running(loop_of: Callable[[], Coroutine[Any, Any, None]], scenario: Callable[[], Any]) -> None:
+    """Run an activity's loop as a task while `scenario` runs; cancel it at the end."""
+
+    async def main() -> None:
+        task = asyncio.create_task(loop_of())
+        try:
+            await scenario()
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    asyncio.run(main())

@@ -23,6 +23,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -249,14 +250,23 @@ class Engine:
         return self._in_namespace(lambda: socket.create_connection((host, port), timeout))
 
     def get(
-        self, port: int, path: str = "/", host: str = "127.0.0.1", timeout: float = 5.0
+        self,
+        port: int,
+        path: str = "/",
+        host: str = "127.0.0.1",
+        timeout: float = 5.0,
+        tls: ssl.SSLContext | None = None,
+        server_name: str | None = None,
     ) -> tuple[int, bytes]:
-        """One HTTP GET inside the namespace: (status, body); (0, b"") when it fails."""
+        """One HTTP GET inside the namespace: (status, body); (0, b"") when it fails.
+        With `tls`, over TLS, the certificate checked for `server_name`."""
         try:
             sock = self.connect(host, port, timeout)
+            if tls is not None:
+                sock = tls.wrap_socket(sock, server_hostname=server_name or host)
         except OSError:
             return 0, b""
-        connection = http.client.HTTPConnection(host, port, timeout=timeout)
+        connection = http.client.HTTPConnection(server_name or host, port, timeout=timeout)
         connection.sock = sock
         try:
             connection.request("GET", path, headers={"Connection": "close"})
@@ -356,18 +366,18 @@ class ComposeProject:
     engine: Engine
     name: str = "pl"
     file: Path = ROOT / "compose" / "docker-compose.yml"
+    more: tuple[Path, ...] = ()  # override files, merged over `file` in order
 
     def compose(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return self.engine.docker(
-            "compose", "-f", str(self.file), "-p", self.name, *args, timeout=timeout
-        )
+        files = [word for path in (self.file, *self.more) for word in ("-f", str(path))]
+        return self.engine.docker("compose", *files, "-p", self.name, *args, timeout=timeout)
 
     def containers(self, service: str) -> list[str]:
         out = self.compose("ps", "-q", service).stdout
         return [line for line in out.split() if line]
 
     def addresses(self, service: str = "webapp") -> set[str]:
-        """The running containers' addresses on `heig`."""
+        """The running containers' addresses (on their one network: `heig` here)."""
         ids = self.containers(service)
         if not ids:
             return set()

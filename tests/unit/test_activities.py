@@ -314,6 +314,8 @@ def test_an_unreadable_runtime_api_is_a_failed_runtime_change(tmp_path: Path) ->
         sample(made.metrics, "poller_haproxy_changes_total", method="runtime", result="failed") == 1
     )
     assert sample(made.metrics, "poller_haproxy_up") == 1
+    assert made.last_change is not None
+    assert (made.last_change.method, made.last_change.error) == ("runtime", "No such backend.")
 
 
 def test_haproxy_away_before_its_first_answer_is_taken_as_serving_its_files_servers(
@@ -344,12 +346,22 @@ def test_an_unexpected_error_is_counted_under_what_the_applier_was_doing(
 
     applier.apply = broken  # type: ignore[method-assign]
     made = reconciler(tmp_path, clock, applier)
+    made.answered_once = True
     asyncio.run(made.reconcile())
     assert (
         sample(made.metrics, "poller_haproxy_changes_total", method="reload", result="failed") == 1
     )
     assert sample(made.metrics, "poller_task_failures_total", task="apply") == 1
-    assert "a bug" in caplog.text
+    # Logged once, with its traceback (not a second time as a failed apply), and retried.
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("ERROR", "HAProxy not updated: unexpected error; will retry")
+    ]
+    assert caplog.records[0].exc_info is not None
+    assert made.failing == "unexpected error: RuntimeError('a bug')"
+    assert made.last_change is not None
+    assert made.last_change.error == "unexpected error: RuntimeError('a bug')"
+    assert made.changed.is_set()
+    assert made.retry_at == clock.now + 0.5
 
 
 # -- /healthz: what it says before, after a failure, after recovery ----------------------------

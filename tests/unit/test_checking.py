@@ -18,9 +18,19 @@ from poller.pool import checking
 from poller.pool.checking import Checker
 from poller.pool.pools import LastProbe, Pool, State
 from poller.results import Outcome, ProbeResult, Sweep
-from tests.support.activities import A, B, C, Clock, ok, sample, sweep_of, tracker, up
-
-DEADLINE_SECONDS = 5.0
+from tests.support.activities import (
+    A,
+    B,
+    C,
+    Clock,
+    ok,
+    running,
+    sample,
+    sweep_of,
+    tracker,
+    until,
+    up,
+)
 
 
 class FakeProber:
@@ -47,28 +57,6 @@ class FakeProber:
         return sweep_of(*(self.answer(member) for member in members))
 
 
-async def until(condition: Callable[[], bool]) -> None:
-    """Poll the event loop until `condition` holds (bounded)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + DEADLINE_SECONDS
-    while not condition():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.001)
-
-
-def running(checker: Checker, scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    async def main() -> None:
-        task = asyncio.create_task(checker.run())
-        try:
-            await scenario()
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    asyncio.run(main())
-
-
 def test_the_members_due_are_checked_in_one_batch_with_their_services_probe(
     tmp_path: Path,
 ) -> None:
@@ -86,7 +74,7 @@ def test_the_members_due_are_checked_in_one_batch_with_their_services_probe(
         assert made.pools["api"].members[C].state is State.UP  # not this checker's
         assert not checker.busy
 
-    running(checker, scenario)
+    running(checker.run, scenario)
     assert prober.leases == 1
 
 
@@ -113,7 +101,7 @@ def test_a_member_is_not_checked_again_while_its_check_is_in_flight(tmp_path: Pa
         checker.wake.set()
         await until(lambda: len(prober.batches) == 2)
 
-    running(checker, scenario)
+    running(checker.run, scenario)
 
 
 def test_a_slow_member_never_delays_another_ones_check(tmp_path: Path) -> None:
@@ -133,7 +121,7 @@ def test_a_slow_member_never_delays_another_ones_check(tmp_path: Path) -> None:
         assert prober.batches[1] == ([B], "default")
         prober.gate.set()
 
-    running(checker, scenario)
+    running(checker.run, scenario)
 
 
 def test_a_change_in_another_services_members_does_not_wake_the_checker(
@@ -150,6 +138,21 @@ def test_a_change_in_another_services_members_does_not_wake_the_checker(
     assert checker.wake.is_set()
 
 
+def recording_waits(
+    expire: bool,
+) -> tuple[list[float | None], Callable[[Any, float | None], Coroutine[Any, Any, Any]]]:
+    """A stand-in for the checker's `asyncio.wait_for` that records each timeout; with
+    `expire`, a timed wait ends at once (the test moves the fake clock instead)."""
+    waits: list[float | None] = []
+    real_wait_for = asyncio.wait_for
+
+    async def wait_for(awaitable: Any, timeout: float | None) -> Any:  # noqa: ASYNC109
+        waits.append(timeout)
+        return await real_wait_for(awaitable, 0 if expire and timeout else timeout)
+
+    return waits, wait_for
+
+
 def test_the_checker_sleeps_until_the_next_member_is_due(tmp_path: Path) -> None:
     clock = Clock()
     made = tracker(tmp_path, clock)
@@ -159,12 +162,7 @@ def test_the_checker_sleeps_until_the_next_member_is_due(tmp_path: Path) -> None
     )
     prober = FakeProber()
     checker = Checker(made, "default", lambda: prober, made.metrics, clock)  # type: ignore[arg-type, return-value]
-    waits: list[float | None] = []
-    real_wait_for = asyncio.wait_for
-
-    async def wait_for(awaitable: Any, timeout: float | None) -> Any:  # noqa: ASYNC109
-        waits.append(timeout)
-        return await real_wait_for(awaitable, 0 if timeout else timeout)
+    waits, wait_for = recording_waits(expire=True)
 
     async def scenario() -> None:
         await until(lambda: len(waits) >= 1)
@@ -175,7 +173,7 @@ def test_the_checker_sleeps_until_the_next_member_is_due(tmp_path: Path) -> None
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(checking.asyncio, "wait_for", wait_for)
-        running(checker, scenario)
+        running(checker.run, scenario)
 
 
 def test_with_no_members_the_checker_waits_to_be_woken(tmp_path: Path) -> None:
@@ -183,12 +181,7 @@ def test_with_no_members_the_checker_waits_to_be_woken(tmp_path: Path) -> None:
     made = tracker(tmp_path, clock)
     prober = FakeProber()
     checker = Checker(made, "default", lambda: prober, made.metrics, clock)  # type: ignore[arg-type, return-value]
-    waits: list[float | None] = []
-    real_wait_for = asyncio.wait_for
-
-    async def wait_for(awaitable: Any, timeout: float | None) -> Any:  # noqa: ASYNC109
-        waits.append(timeout)
-        return await real_wait_for(awaitable, timeout)
+    waits, wait_for = recording_waits(expire=False)
 
     async def scenario() -> None:
         await until(lambda: len(waits) == 1)
@@ -200,24 +193,30 @@ def test_with_no_members_the_checker_waits_to_be_woken(tmp_path: Path) -> None:
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(checking.asyncio, "wait_for", wait_for)
-        running(checker, scenario)
+        running(checker.run, scenario)
+
+
+def broken_checks(tmp_path: Path) -> tuple[Checker, FakeProber]:
+    """A checker of member A whose every batch raises (a bug, not A's doing)."""
+    clock = Clock()
+    made = tracker(tmp_path, clock)
+    made.pools["default"] = Pool({A: up(A)})
+    prober = FakeProber()
+    prober.fails = RuntimeError("a bug")
+    return Checker(made, "default", lambda: prober, made.metrics, clock), prober  # type: ignore[arg-type, return-value]
 
 
 def test_a_batch_that_raises_is_logged_counted_and_its_members_checked_again(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(checking, "FAILED_BATCH_PAUSE_SECONDS", 0.01)
-    clock = Clock()
-    made = tracker(tmp_path, clock)
-    made.pools["default"] = Pool({A: up(A)})
-    prober = FakeProber()
-    prober.fails = RuntimeError("a bug")
-    checker = Checker(made, "default", lambda: prober, made.metrics, clock)  # type: ignore[arg-type, return-value]
+    checker, prober = broken_checks(tmp_path)
+    made = checker.tracker
 
     async def scenario() -> None:
         await until(lambda: len(prober.batches) == 2)  # due again after the pause
 
-    running(checker, scenario)
+    running(checker.run, scenario)
     failures = [r for r in caplog.records if r.getMessage() == "member checks failed unexpectedly"]
     assert failures
     assert failures[0].levelname == "ERROR"
@@ -230,12 +229,8 @@ def test_the_pause_after_a_broken_batch_keeps_its_members_busy(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(checking, "FAILED_BATCH_PAUSE_SECONDS", 60.0)
-    clock = Clock()
-    made = tracker(tmp_path, clock)
-    made.pools["default"] = Pool({A: up(A)})
-    prober = FakeProber()
-    prober.fails = RuntimeError("a bug")
-    checker = Checker(made, "default", lambda: prober, made.metrics, clock)  # type: ignore[arg-type, return-value]
+    checker, prober = broken_checks(tmp_path)
+    made = checker.tracker
 
     async def scenario() -> None:
         await until(lambda: sample(made.metrics, "poller_task_failures_total", task="check") == 1)
@@ -244,4 +239,4 @@ def test_the_pause_after_a_broken_batch_keeps_its_members_busy(
         assert checker.busy == {A}
         assert len(prober.batches) == 1  # no tight loop on a bug
 
-    running(checker, scenario)
+    running(checker.run, scenario)

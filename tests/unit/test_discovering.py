@@ -22,9 +22,7 @@ from poller.discovery.plans import SweepPlan, plan_sweep
 from poller.endpoints import Endpoint
 from poller.pool.pools import Pool
 from poller.results import Progress, Sweep, SweepKind
-from tests.support.activities import A, B, Clock, ok, sample, sweep_of, tracker, up
-
-DEADLINE_SECONDS = 5.0
+from tests.support.activities import A, B, Clock, ok, running, sample, sweep_of, tracker, until, up
 
 
 class FakeProber:
@@ -81,27 +79,6 @@ def made(
     return Discoverer(pool, lambda: plan, lambda: prober, pool.metrics, clock), prober  # type: ignore[arg-type, return-value]
 
 
-async def until(condition: Callable[[], bool]) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + DEADLINE_SECONDS
-    while not condition():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.001)
-
-
-def running(found: Discoverer, scenario: Callable[[], Any]) -> None:
-    async def main() -> None:
-        task = asyncio.create_task(found.run())
-        try:
-            await scenario()
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    asyncio.run(main())
-
-
 def test_a_full_sweep_asks_the_whole_plan_skipping_known_members_on_a_leased_prober(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -114,7 +91,7 @@ def test_a_full_sweep_asks_the_whole_plan_skipping_known_members_on_a_leased_pro
         found.mark_due()
         await until(lambda: B in found.tracker.pools["default"].members)
 
-    running(found, scenario)
+    running(found.run, scenario)
     [(plan, used, known, progress)] = sweeps.asked
     assert plan is found.discovery()
     assert used is prober
@@ -140,7 +117,7 @@ def test_a_hot_sweep_asks_only_the_likely_addresses(
         found.mark_hot_due()
         await until(lambda: len(sweeps.asked) == 1)
 
-    running(found, scenario)
+    running(found.run, scenario)
     [(plan, _, known, progress)] = sweeps.asked
     assert plan.hot
     # Vacated first, then after the highest in use: bounded by hot_max_targets.
@@ -164,7 +141,7 @@ def test_found_is_busy_while_a_sweep_runs(tmp_path: Path, monkeypatch: pytest.Mo
         sweeps.gate.set()
         await until(lambda: found.sweeping_since is None)
 
-    running(found, scenario)
+    running(found.run, scenario)
 
 
 def test_a_sweep_that_raises_is_logged_counted_failed_and_paused_after(
@@ -187,7 +164,7 @@ def test_a_sweep_that_raises_is_logged_counted_failed_and_paused_after(
             await asyncio.sleep(0)
         assert len(sweeps.asked) == 1  # paused: no tight loop on a bug
 
-    running(found, scenario)
+    running(found.run, scenario)
     [record] = [
         r for r in caplog.records if r.getMessage() == "discovery sweep failed unexpectedly"
     ]
@@ -221,7 +198,7 @@ def test_after_a_broken_sweep_the_pending_one_runs(
         found.mark_hot_due()
         await until(lambda: len(sweeps.asked) == 2)
 
-    running(found, scenario)
+    running(found.run, scenario)
     assert [plan.hot for plan, *_ in sweeps.asked] == [False, True]
 
 
@@ -258,7 +235,7 @@ def test_a_long_sweep_says_how_far_it_has_come(
             await asyncio.sleep(0.001)
         assert len(said()) == count  # the reporter ends with the sweep
 
-    running(found, scenario)
+    running(found.run, scenario)
     assert said()[-1] == {
         "done": 10,
         "targets": 254,
@@ -325,6 +302,6 @@ def test_a_sweep_longer_than_its_interval_is_an_overrun_and_a_late_start_is_not(
         found.mark_due()
         await until(lambda: len(sweeps.asked) == 2 and found.sweeping_since is None)
 
-    running(found, scenario)
+    running(found.run, scenario)
     assert sample(found.metrics, "poller_sweep_overruns_total", kind="discovery") == 1
     assert found.overrunning == set()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +21,18 @@ from poller.endpoints import Endpoint
 from poller.haproxy.servers import ServerState
 from poller.pool.pools import Pool
 from poller.status.history import NoteKind
-from tests.support.activities import A, B, C, Clock, FakeApplier, reconciler, sample, up
-
-DEADLINE_SECONDS = 5.0
+from tests.support.activities import (
+    A,
+    B,
+    C,
+    Clock,
+    FakeApplier,
+    reconciler,
+    running,
+    sample,
+    until,
+    up,
+)
 
 
 def fields(caplog: pytest.LogCaptureFixture, message: str) -> list[dict[str, Any]]:
@@ -268,27 +276,6 @@ def test_with_several_services_a_hold_names_its_service(
 # -- when: the debounce and the retry wait -------------------------------------------------
 
 
-async def until(condition: Callable[[], bool]) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + DEADLINE_SECONDS
-    while not condition():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.001)
-
-
-def running(made: Reconciler, scenario: Callable[[], Any]) -> None:
-    async def main() -> None:
-        task = asyncio.create_task(made.run())
-        try:
-            await scenario()
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    asyncio.run(main())
-
-
 def test_changes_in_a_burst_make_one_apply_once_the_pool_is_quiet(tmp_path: Path) -> None:
     clock = Clock()
     applier = FakeApplier(*(Result(Method.NONE) for _ in range(3)))
@@ -308,7 +295,7 @@ def test_changes_in_a_burst_make_one_apply_once_the_pool_is_quiet(tmp_path: Path
             await asyncio.sleep(0)
         assert len(applier.asked) == 1
 
-    running(made, scenario)
+    running(made.run, scenario)
 
 
 def test_a_change_waits_no_longer_than_max_wait(tmp_path: Path) -> None:
@@ -327,7 +314,7 @@ def test_a_change_waits_no_longer_than_max_wait(tmp_path: Path) -> None:
         made.changed.set()
         await until(lambda: len(applier.asked) == 1)
 
-    running(made, scenario)
+    running(made.run, scenario)
 
 
 def test_without_a_min_wait_a_change_is_applied_at_once(tmp_path: Path) -> None:
@@ -339,7 +326,7 @@ def test_without_a_min_wait_a_change_is_applied_at_once(tmp_path: Path) -> None:
         made.changed.set()
         await until(lambda: len(applier.asked) == 1)
 
-    running(made, scenario)
+    running(made.run, scenario)
 
 
 def test_after_a_failure_the_next_attempt_waits_out_the_backoff(tmp_path: Path) -> None:
@@ -359,7 +346,7 @@ def test_after_a_failure_the_next_attempt_waits_out_the_backoff(tmp_path: Path) 
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("poller.applying.reconciling.asyncio.sleep", sleep)
-        running(made, scenario)
+        running(made.run, scenario)
     assert 0.5 in sleeps  # the first backoff, waited before the retry
 
 
@@ -389,37 +376,12 @@ def test_a_reconcile_and_another_never_run_at_once(tmp_path: Path) -> None:
             await other
         assert order[:2] == ["start", "end"]
 
-    running(made, scenario)
+    running(made.run, scenario)
 
 
 async def _locked_reconcile(made: Reconciler) -> None:
     async with made.applying:
         await made.reconcile()
-
-
-def test_an_unexpected_error_is_logged_once_with_its_traceback_and_retried(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    clock = Clock()
-    applier = FakeApplier()
-    applier.attempt = Method.RUNTIME
-
-    async def broken(*args: object) -> Result:
-        raise RuntimeError("a bug")
-
-    applier.apply = broken  # type: ignore[method-assign]
-    made = reconciler(tmp_path, clock, applier)
-    made.answered_once = True
-    asyncio.run(made.reconcile())
-    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
-        ("ERROR", "HAProxy not updated: unexpected error; will retry")
-    ]
-    assert caplog.records[0].exc_info is not None
-    assert made.failing == "unexpected error: RuntimeError('a bug')"
-    assert made.last_change is not None
-    assert made.last_change.error == "unexpected error: RuntimeError('a bug')"
-    assert made.changed.is_set()
-    assert made.retry_at == clock.now + 0.5
 
 
 def test_the_first_success_after_failures_says_how_many_failed(
@@ -499,20 +461,6 @@ def test_haproxy_away_keeps_the_servers_it_served_last_for_the_guard(tmp_path: P
     asyncio.run(made.reconcile())
     assert seen == [None]  # no states: the applier plans for HAProxy away
     assert made.guarded["default"].servers == frozenset({A})  # not the file's B and C
-
-
-def test_an_unreadable_answer_is_a_failed_runtime_change_with_haproxys_words(
-    tmp_path: Path,
-) -> None:
-    from poller.errors import HAProxyError
-
-    clock = Clock()
-    applier = FakeApplier()
-    applier.live = HAProxyError("No such backend.")
-    made = reconciler(tmp_path, clock, applier)
-    asyncio.run(made.reconcile())
-    assert made.last_change is not None
-    assert (made.last_change.method, made.last_change.error) == ("runtime", "No such backend.")
 
 
 # -- an operator's hand: servers set aside in HAProxy by hand --------------------------------
