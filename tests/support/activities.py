@@ -9,6 +9,8 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from poller.applying.executing import Result
 from poller.applying.planning import Method
 from poller.applying.reconciling import Reconciler
@@ -143,3 +145,8 @@ def running(loop_of: Callable[[], Coroutine[Any, Any, None]], scenario: Callable
                 await task
 
     asyncio.run(main())
+
+
+def fields(caplog: pytest.LogCaptureFixture, message: str) -> list[dict[str, Any]]:
+    """The structured fields of each log record with `message`, in order."""
+    return [getattr(r, "fields", {}) for r in caplog.records if r.getMessage() == message]

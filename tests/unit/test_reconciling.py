@@ -27,16 +27,13 @@ from tests.support.activities import (
     C,
     Clock,
     FakeApplier,
+    fields,
     reconciler,
     running,
     sample,
     until,
     up,
 )
-
-
-def fields(caplog: pytest.LogCaptureFixture, message: str) -> list[dict[str, Any]]:
-    return [getattr(r, "fields", {}) for r in caplog.records if r.getMessage() == message]
 
 
 def serving(endpoint: Endpoint) -> ServerState:

@@ -21,6 +21,7 @@ from poller.discovery.plans import Segment, SweepPlan, plan_sweep
 from poller.discovery.targets import TargetPlan
 from poller.endpoints import Endpoint
 from poller.results import OUT_OF_SCOPE_DETAIL, Outcome, ProbeResult, Progress, Sweep
+from tests.support.activities import fields
 
 LINK = arp.Link("eth9", 9, b"\x02" * 6, "10.0.0.254", ipaddress.IPv4Network("10.0.0.0/24"))
 OTHER = replace(LINK, interface="eth8", index=8)
@@ -147,10 +148,6 @@ def fake_arp(monkeypatch: pytest.MonkeyPatch) -> Callable[..., FakeArp]:
 
 def run(resolved: SweepPlan, prober: FakeProber, **kwargs: Any) -> Sweep:
     return asyncio.run(sweeping.run_sweep(resolved, prober, **kwargs))  # type: ignore[arg-type]
-
-
-def fields(caplog: pytest.LogCaptureFixture, message: str) -> list[dict[str, Any]]:
-    return [getattr(r, "fields", {}) for r in caplog.records if r.getMessage() == message]
 
 
 def test_only_addresses_that_answered_arp_are_probed_and_the_silent_count_as_unreachable(

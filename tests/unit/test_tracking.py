@@ -9,7 +9,6 @@ import contextlib
 import json
 import logging
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -17,13 +16,20 @@ from poller.pool.pools import Pool, State
 from poller.pool.tracking import Tracker
 from poller.results import Outcome, ProbeResult, Sweep, SweepKind
 from poller.status.history import EventKind
-from tests.support.activities import A, B, Clock, failed_sweep, ok, sample, sweep_of, tracker, up
+from tests.support.activities import (
+    A,
+    B,
+    Clock,
+    failed_sweep,
+    fields,
+    ok,
+    sample,
+    sweep_of,
+    tracker,
+    up,
+)
 
 DEADLINE_SECONDS = 5.0
-
-
-def fields(caplog: pytest.LogCaptureFixture, message: str) -> list[dict[str, Any]]:
-    return [getattr(r, "fields", {}) for r in caplog.records if r.getMessage() == message]
 
 
 def levels(caplog: pytest.LogCaptureFixture, message: str) -> list[str]:
