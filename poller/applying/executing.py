@@ -412,16 +412,11 @@ class Applier:
         members), so HAProxy differs from the rendered file in servers only."""
         if live_text is None:
             return False
-        disabled = {
+        # The file's servers as it lists them, those listed `disabled` included.
+        disabled = [
             key
             for key, options in server_options_in(live_text).items()
             if "disabled" in options.split()
-        }
-        listed = servers_in_file(live_text)
-        aside = {
-            (backend, e.name): SetAside(backend, e, "maint")
-            for backend, endpoints in listed.items()
-            for e in endpoints
-            if (backend, e.name) in disabled
-        }
-        return self.render(listed, aside) == live_text
+        ]
+        variables = context(self.settings, servers_in_file(live_text), disabled=disabled)
+        return render(self.template, variables) == live_text
