@@ -113,6 +113,7 @@ class Applier:
         self.runtime, self.master = self.clients(settings.haproxy)
         self.journal = Journal(journal_path(settings.state.path))
         self.hands = Hands(hands_path(settings.state.path))
+        self.versions_compared = False  # again after a SIGHUP: the binary may be another
 
     @property
     def config_path(self) -> Path:
@@ -149,7 +150,29 @@ class Applier:
 
     async def live_servers(self) -> dict[str, list[ServerState]]:
         """What HAProxy serves, per backend poller owns."""
-        return {backend: await self.runtime.servers(backend) for backend in self.backends}
+        live = {backend: await self.runtime.servers(backend) for backend in self.backends}
+        if not self.versions_compared:
+            await self._compare_versions()
+        return live
+
+    async def _compare_versions(self) -> None:
+        """Warn once when the HAProxy that validates is not the major version that runs:
+        `haproxy -c` of another version refuses newer keywords or accepts ones the
+        running HAProxy refuses on a reload."""
+        try:
+            running = await self.runtime.version()
+        except PollerError:
+            return  # asked again with the next read
+        self.versions_compared = True
+        binary = self.settings.haproxy.binary
+        validator = await configs.binary_version(binary)
+        ran, checks = configs.major_minor(running), configs.major_minor(validator)
+        if ran and checks and ran != checks:
+            log.warning(
+                "the HAProxy that runs is not the version poller validates with; build the "
+                "image with --build-arg HAPROXY_IMAGE=<the image HAProxy runs>",
+                extra={"fields": {"running": running, "validator": validator, "binary": binary}},
+            )
 
     def live_file_servers(self) -> dict[str, list[Endpoint]]:
         """The servers the live config file lists, per backend (none when unreadable)."""
@@ -360,7 +383,7 @@ class Applier:
                     )
                 ended = now
                 await self.runtime.shutdown_sessions(backend, name)
-            await asyncio.sleep(DEL_RETRY_POLL_SECONDS)
+            await self.runtime.wait_removable(backend, name, DEL_RETRY_POLL_SECONDS)
 
     async def _reload(
         self, wanted: Wanted, rendered: str, live: Live, aside: Mapping[Key, SetAside]

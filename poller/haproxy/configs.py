@@ -4,6 +4,7 @@ atomically, and keep the last known good copy to return to."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -53,6 +54,30 @@ async def validate(binary: str, text: str, beside: Path, before: Sequence[Path] 
             )
     finally:
         staged.unlink(missing_ok=True)
+
+
+async def binary_version(binary: str) -> str:
+    """What `haproxy -v` says first (`HAProxy version 3.0.11-1 ...`), "" if it cannot run."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            binary, "-v", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+        )
+    except OSError:
+        return ""
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT_SECONDS):
+            output, _ = await proc.communicate()
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return ""
+    return output.decode("utf-8", "replace").partition("\n")[0].strip()
+
+
+def major_minor(version: str) -> str | None:
+    """`3.0` from `HAProxy version 3.0.11-1+deb13u4` or `3.0.11-1`; None without one."""
+    found = re.search(r"(?<![\d.])(\d+\.\d+)\.\d+", version)
+    return found.group(1) if found else None
 
 
 def install(config: Path, text: str) -> None:

@@ -6,6 +6,8 @@ HAProxyError with HAProxy's own words; nothing here decides *what* to change.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 
 from poller.endpoints import Endpoint
@@ -18,6 +20,7 @@ class Runtime:
     def __init__(self, socket: Path, timeout: float) -> None:
         self.socket = socket
         self.timeout = timeout
+        self.can_wait: bool | None = None  # `wait srv-removable` known (3.0), None: untried
 
     async def run(self, line: str) -> str:
         return await command(self.socket, line, self.timeout)
@@ -63,6 +66,30 @@ class Runtime:
     async def del_server(self, backend: str, name: str) -> str:
         """Delete; returns HAProxy's answer so callers can retry while it is still in use."""
         return (await self.run(f"del server {backend}/{name}")).strip()
+
+    async def wait_removable(self, backend: str, name: str, seconds: float) -> bool:
+        """Wait up to `seconds` for the server to be deletable (in maintenance, no
+        connection left). HAProxy's own `wait srv-removable` (3.0 has it, 2.6 does not)
+        returns the moment it is; where HAProxy does not know it, this sleeps. True when
+        HAProxy said the server is removable."""
+        started = time.monotonic()
+        if self.can_wait is not False:
+            line = f"wait {max(1, round(seconds * 1000))}ms srv-removable {backend}/{name}"
+            answer = (await self.run(line)).strip()
+            self.can_wait = not answer.startswith("Unknown command")
+            if answer == "Done.":
+                return True
+        # Refused or not met (e.g. the server is gone): the rest of the interval, no spin.
+        await asyncio.sleep(max(0.0, seconds - (time.monotonic() - started)))
+        return False
+
+    async def version(self) -> str:
+        """The running HAProxy's version, as `show info` says it (e.g. `3.0.11-1`)."""
+        for line in (await self.run("show info")).splitlines():
+            key, _, value = line.partition(":")
+            if key == "Version":
+                return value.strip()
+        return ""
 
     async def _expect(self, line: str, success: str) -> None:
         answer = (await self.run(line)).strip()

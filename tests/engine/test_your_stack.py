@@ -7,6 +7,10 @@ replicas, a static server. `docker compose -f theirs.yml -f compose/add-poller.y
 adds poller in `haproxy.mode: backends`. Asserted as they would check it: their file
 byte for byte, HTTPS requests reaching the replicas, no failed request while scaling,
 their own reload keeping the pool served, their static backend untouched.
+
+Twice: with `haproxy:2.6` and with `haproxy:3.0`, the poller image built with
+`--build-arg HAPROXY_IMAGE=` the same image, as the README says. On 3.0 their file uses
+a keyword 2.6 refuses (`guid`): poller validates with their HAProxy, not its own.
 """
 
 from __future__ import annotations
@@ -28,10 +32,11 @@ pytestmark = [pytest.mark.engine, pytest.mark.timeout(900)]
 NAME = "shop"
 FRAGMENT = ROOT / "compose" / "add-poller.yml"
 FOLLOW_SECONDS = 5.0
+VERSIONS = ["2.6", "3.0"]
 THEIRS = f"""name: {NAME}
 services:
   haproxy:
-    image: haproxy:2.6
+    image: haproxy:VERSION
     ports: ["80:80", "443:443"]
     sysctls: {{net.ipv4.ip_unprivileged_port_start: 0}}
     volumes: ["./haproxy:/usr/local/etc/haproxy:ro"]
@@ -80,10 +85,18 @@ backend static
 """
 
 
+def their_config(version: str) -> str:
+    if version == "2.6":
+        return HAPROXY_CFG
+    return HAPROXY_CFG.replace("    bind :443 ssl", "    guid shop-tls\n    bind :443 ssl")
+
+
 class Shop:
-    def __init__(self, engine: Engine, directory: Path) -> None:
+    def __init__(self, engine: Engine, directory: Path, version: str) -> None:
         self.engine = engine
         self.directory = directory
+        self.version = version
+        self.text = their_config(version)
         self.compose_file = directory / "compose.yml"
         self.config = directory / "haproxy" / "haproxy.cfg"
         self.certificate = directory / "haproxy" / "site.pem"
@@ -111,12 +124,14 @@ class Shop:
         return self.engine.get(443, path, tls=context, server_name="shop.test")
 
 
-@pytest.fixture(scope="module")
-def shop(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
-    made = Shop(engine, tmp_path_factory.mktemp("shop"))
+@pytest.fixture(scope="module", params=VERSIONS, ids=lambda version: f"haproxy{version}")
+def shop(
+    engine: Engine, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Shop]:
+    made = Shop(engine, tmp_path_factory.mktemp("shop"), request.param)
     (made.directory / "haproxy").mkdir()
-    made.compose_file.write_text(THEIRS)
-    made.config.write_text(HAPROXY_CFG)
+    made.compose_file.write_text(THEIRS.replace("haproxy:VERSION", f"haproxy:{made.version}"))
+    made.config.write_text(made.text)
     key = made.directory / "key.pem"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
@@ -131,8 +146,9 @@ def shop(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     for path in (made.config, made.certificate):
         path.chmod(0o644)
     engine.docker(
-        "build", "-t", "poller:local", "-f", "compose/poller.Dockerfile", ".", timeout=900
-    )
+        "build", "-t", "poller:local", "-f", "compose/poller.Dockerfile",
+        "--build-arg", f"HAPROXY_IMAGE=haproxy:{made.version}", ".", timeout=900,
+    )  # fmt: skip
     try:
         made.compose("up", "-d", "--build", "--scale", "web=3", timeout=900)
         yield made
@@ -192,7 +208,7 @@ def test_03_a_reload_of_their_own_keeps_the_pool_served(shop: Shop, tmp_path: Pa
         wait_for(lambda: shop.haproxy().connections() > 0, 10, "wrk to connect")
         # Their change to their own file, then the reload they would do.
         rule = "    http-response set-header X-Shop 1\n    default_backend web"
-        shop.config.write_text(HAPROXY_CFG.replace("    default_backend web", rule))
+        shop.config.write_text(shop.text.replace("    default_backend web", rule))
         unix_command(shop.haproxy().master_socket, "reload")
         wait_for(lambda: shop.haproxy().reloads()[0] == 1, 30, "their reload")
         assert shop.haproxy().reloads()[1] == 0

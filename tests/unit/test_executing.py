@@ -17,6 +17,8 @@ from poller.applying.journal import Hands
 from poller.applying.planning import SetAside, servers_in_file
 from poller.config import Settings, load_settings
 from poller.endpoints import Endpoint
+from poller.errors import HAProxyUnavailable
+from poller.haproxy.configs import major_minor
 from poller.haproxy.rendering import load_template
 from poller.haproxy.servers import ServerState
 
@@ -87,6 +89,17 @@ class RecordingRuntime:
             return "Server still has connections attached to it, cannot remove it."
         del self.state[name]
         return "Server deleted."
+
+    async def wait_removable(self, backend: str, name: str, seconds: float) -> bool:
+        assert backend == self.backend, backend
+        self.calls.append(f"wait removable {name}")
+        await asyncio.sleep(seconds)
+        return False
+
+    async def version(self) -> str:
+        return self.running
+
+    running = "2.6.12-1+deb12u4"
 
 
 class RecordingMaster:
@@ -333,7 +346,8 @@ def test_streams_that_reach_a_server_after_its_drain_are_ended_after_a_grace(
     made = applier(tmp_path, runtime, A, B)
     result = asyncio.run(made.apply({"nodes": [B]}, {"nodes": list(runtime.state.values())}))
     assert result.ok, result.error
-    calls = [c for i, c in enumerate(runtime.calls) if i == 0 or c != runtime.calls[i - 1]]
+    sent = [c for c in runtime.calls if not c.startswith("wait ")]
+    calls = [c for i, c in enumerate(sent) if i == 0 or c != sent[i - 1]]
     assert calls == [
         f"state drain {A.name}",
         "show stat",
@@ -371,6 +385,25 @@ def test_idle_connections_to_a_server_marked_down_are_closed_before_the_delete(
         f"del {A.name}",
     ]
     assert reloads(made) == 0
+
+
+def test_between_refused_deletes_haproxy_is_asked_to_say_when_the_server_is_removable(
+    tmp_path: Path,
+) -> None:
+    """The pause between two `del server` is HAProxy's `wait srv-removable` (it ends
+    the moment the server can go, where HAProxy has it), not a blind sleep."""
+    runtime = RecordingRuntime((A, 0), (B, 0))
+    runtime.stuck = {A.name: 2}
+    made = applier(tmp_path, runtime, A, B)
+    result = asyncio.run(made.apply({"nodes": [B]}, {"nodes": list(runtime.state.values())}))
+    assert result.ok, result.error
+    assert runtime.calls[3:] == [
+        f"del {A.name}",
+        f"close idle {A.name} {A}",  # first suspect, then no pause
+        f"del {A.name}",
+        f"wait removable {A.name}",
+        f"del {A.name}",
+    ]
 
 
 def test_a_delete_refused_without_sessions_to_see_is_retried_and_ended_each_grace(
@@ -553,6 +586,97 @@ def test_haproxys_servers_are_read_per_backend(tmp_path: Path) -> None:
     runtime = RecordingRuntime((A, 0))
     made = applier(tmp_path, runtime, A)
     assert asyncio.run(made.live_servers()) == {"nodes": [ServerState(A.name, A, 2, 0)]}
+
+
+def _validator(tmp_path: Path, says: str) -> str:
+    binary = tmp_path / "haproxy"
+    binary.write_text(f"#!/bin/sh\necho '{says}'\n")
+    binary.chmod(0o755)
+    return str(binary)
+
+
+@pytest.mark.parametrize(
+    ("validator", "warned"),
+    [
+        ("HAProxy version 3.0.11-1+deb13u4 2026/10/15 - https://haproxy.org/", True),
+        ("HAProxy version 2.6.12-1+deb12u4 2026/10/15 - https://haproxy.org/", False),
+        ("", False),  # says nothing: no guess
+    ],
+)
+def test_a_validator_of_another_major_version_than_haproxys_is_said_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, validator: str, warned: bool
+) -> None:
+    caplog.set_level(logging.WARNING, logger="poller")
+    runtime = RecordingRuntime((A, 0))
+    made = applier(tmp_path, runtime, A)
+    made.settings = made.settings.model_copy(
+        update={
+            "haproxy": made.settings.haproxy.model_copy(
+                update={"binary": _validator(tmp_path, validator)}
+            )
+        }
+    )
+
+    async def twice() -> None:
+        await made.live_servers()
+        await made.live_servers()
+
+    asyncio.run(twice())
+    said = [getattr(r, "fields", {}) for r in caplog.records if "HAPROXY_IMAGE" in r.getMessage()]
+    if warned:
+        assert said == [
+            {
+                "running": "2.6.12-1+deb12u4",
+                "validator": validator,
+                "binary": made.settings.haproxy.binary,
+            }
+        ]
+    else:
+        assert said == []
+
+
+def test_a_version_haproxy_does_not_give_is_asked_again_and_fails_no_read(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Busy(RecordingRuntime):
+        asked = 0
+
+        async def version(self) -> str:
+            self.asked += 1
+            if self.asked == 1:
+                raise HAProxyUnavailable("the admin socket timed out")
+            return await super().version()
+
+    caplog.set_level(logging.WARNING, logger="poller")
+    runtime = Busy((A, 0))
+    made = applier(tmp_path, runtime, A)
+    validator = _validator(tmp_path, "HAProxy version 3.0.11-1+deb13u4 2026/10/15")
+    made.settings = made.settings.model_copy(
+        update={"haproxy": made.settings.haproxy.model_copy(update={"binary": validator})}
+    )
+
+    async def three() -> None:
+        for _ in range(3):
+            assert await made.live_servers() == {"nodes": [ServerState(A.name, A, 2, 0)]}
+
+    asyncio.run(three())
+    assert runtime.asked == 2
+    assert [r for r in caplog.records if "HAPROXY_IMAGE" in r.getMessage()] != []
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("HAProxy version 3.0.11-1+deb13u4 2026/10/15 - https://haproxy.org/", "3.0"),
+        ("2.6.12-1+deb12u4", "2.6"),
+        ("HAProxy version 3.2.0 2025/05/28", "3.2"),
+        ("HAProxy version 10.12.3-dev1", "10.12"),
+        ("no version here 2026/10/15", None),
+        ("", None),
+    ],
+)
+def test_the_major_version_is_read_from_what_haproxy_says(text: str, expected: str | None) -> None:
+    assert major_minor(text) == expected
 
 
 def test_with_haproxy_away_the_file_is_installed_and_a_reload_owed_if_it_needs_one(
