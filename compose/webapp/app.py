@@ -3,6 +3,8 @@
 `GET /` answers 200 JSON {"hello", "ip", "host", "tag", "id"} and an `x-backend-ip`
 header (fields whose value is unset are absent, as in the original). `GET /healthz` is the
 cheap path for probes. `POST /delay {"delay": ms}` slows every later request down.
+`POST /orders` counts an order (a side effect, for load tests of non-idempotent requests)
+and answers 201 with this node's count.
 No session store: probing this node costs it nothing. SIGTERM stops it gracefully.
 
 Usage: python app.py [--bind ADDR] [--port 3000] [--tag T] [--id ID] [--status CODE] [--flap]
@@ -32,6 +34,7 @@ class Node:
         self._status = status
         self.flap = flap
         self.answers = 0
+        self.orders = 0
         self.delay_seconds = 0.0
         self.lock = threading.Lock()
 
@@ -113,6 +116,12 @@ def make_handler(node: Node) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(min(length, 4096))
+            if self.path == "/orders":
+                with node.lock:
+                    node.orders += 1
+                    count = node.orders
+                self._send(201, {"orders": count, "host": node.host})
+                return
             if self.path != "/delay":
                 self._send(404, {"error": "not found"})
                 return

@@ -35,6 +35,7 @@ SETTINGS = load_settings(ROOT / "config" / "poller-swarm.yaml", environ={})
 JOIN_BOUND = SETTINGS.discovery.interval_seconds + 15.0
 LEAVE_BOUND = SETTINGS.pool.interval_seconds * SETTINGS.pool.fall + 3.0
 FRONTEND = "http://127.0.0.1:80/"
+ORDERS = "http://127.0.0.1:80/orders"  # POST: the app counts each (not idempotent)
 
 
 @pytest.fixture(scope="module")
@@ -101,3 +102,53 @@ def test_03_scale_up_and_down_is_followed_under_load(stack: SwarmStack, tmp_path
     print(f"swarm scale 4->8 served in {up:.1f} s, 8->2 in {down:.1f} s; {failed} of {requests}")
     assert requests > 0
     assert failed == 0, f"{failed} of {requests} requests failed"
+
+
+def update_state(stack: SwarmStack, service: str = "webapp") -> str:
+    return stack.engine.docker(
+        "service", "inspect", "--format", "{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}",
+        f"{stack.name}_{service}",
+    ).stdout.strip()  # fmt: skip
+
+
+def tasks(stack: SwarmStack, service: str = "webapp") -> set[str]:
+    """The running containers of the service on this node."""
+    label = f"com.docker.swarm.service.name={stack.name}_{service}"
+    return set(stack.engine.docker("ps", "-q", "--filter", f"label={label}").stdout.split())
+
+
+@pytest.mark.parametrize("order", ["stop-first", "start-first"])
+def test_04_a_rolling_update_loses_no_get_and_no_post(
+    stack: SwarmStack, tmp_path: Path, order: str
+) -> None:
+    """`docker service update --force`, every replica replaced one at a time, under GETs
+    and POSTs at once: the reference app's stop (docs/RELIABILITY.md) and poller's drain
+    lose none of either, with no reload."""
+    stack.scale("webapp", 3)
+    follows(stack, 3, JOIN_BOUND + LEAVE_BOUND)
+    wait_for(lambda: update_state(stack) in ("", "completed"), 60, "no update under way")
+    old, reloads = tasks(stack), stack.haproxy().reloads()
+    with (
+        Load(stack.engine, FRONTEND, tmp_path / "get.txt") as gets,
+        Load(stack.engine, ORDERS, tmp_path / "post.txt", post=True) as posts,
+    ):
+        wait_for(lambda: stack.haproxy().connections() >= 16, 10, "both loads to connect")
+        started = time.monotonic()
+        stack.engine.docker(
+            "service", "update", "--force", "--detach", "--update-order", order,
+            f"{stack.name}_webapp", timeout=60,
+        )  # fmt: skip
+        wait_for(lambda: update_state(stack) == "completed", 240, f"the {order} update")
+        follows(stack, 3, LEAVE_BOUND + 15)
+        converged = time.monotonic() - started
+    (got, got_failed), (posted, post_failed) = gets.result(), posts.result()
+    print(
+        f"rolling update {order}: converged in {converged:.1f} s; GET {got_failed} of {got} "
+        f"failed, POST {post_failed} of {posted}"
+    )
+    assert tasks(stack).isdisjoint(old), "not every replica was replaced"
+    assert got > 0
+    assert posted > 0
+    assert got_failed == 0, f"{got_failed} of {got} GETs failed"
+    assert post_failed == 0, f"{post_failed} of {posted} POSTs failed"
+    assert stack.haproxy().reloads() == reloads

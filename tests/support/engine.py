@@ -282,8 +282,17 @@ class Engine:
         return json.loads(body) if status == 200 else None
 
     def wrk(
-        self, url: str, seconds: float, out: Path, connections: int = 8
+        self, url: str, seconds: float, out: Path, connections: int = 8, post: bool = False
     ) -> subprocess.Popen[bytes]:
+        """wrk against `url`; `post`: every request a POST with a small JSON body."""
+        script: list[str] = []
+        if post:
+            lua = out.with_suffix(".post.lua")
+            lua.write_text(
+                'wrk.method = "POST"\nwrk.body = \'{"order": 1}\'\n'
+                'wrk.headers["Content-Type"] = "application/json"\n'
+            )
+            script = ["-s", str(lua)]
         with out.open("wb") as handle:
             proc = subprocess.Popen(
                 [
@@ -297,6 +306,7 @@ class Engine:
                     f"-d{max(1, round(seconds))}s",
                     "--timeout",
                     "5s",
+                    *script,
                     url,
                 ],
                 stdout=handle,
@@ -314,10 +324,11 @@ class Load:
     url: str
     out: Path
     seconds: float = 600
+    post: bool = False
     proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Load:
-        self.proc = self.engine.wrk(self.url, self.seconds, self.out)
+        self.proc = self.engine.wrk(self.url, self.seconds, self.out, post=self.post)
         return self
 
     def __exit__(self, *exc: object) -> None:
