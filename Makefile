@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 
-.PHONY: help demo demo-netns test test-haproxy3 test-engine test-hosts standins lint mutate venv runtime-venv lock bench clean
+.PHONY: help demo demo-netns test test-haproxy3 test-engine test-hosts standins lint docs mutate venv runtime-venv lock bench clean
 
 help:                     ## this list
 	@grep -E '^[a-z0-9.-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:[^#]*## /\t/' | expand -t 14
@@ -49,6 +49,9 @@ mutate: venv              ## mutation testing of the cores and activities by the
 	scripts/in-private-netns $(VENV)/bin/mutmut run --max-children 2 >/dev/null
 	$(PY) -m tests.support.mutation
 
+docs: venv                ## docs/CONFIGURATION.md from the settings' descriptions
+	$(PY) scripts/config_reference.py --write
+
 lint: venv                ## ruff, mypy --strict, import-linter's layer contracts
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -92,8 +95,9 @@ bench: venv               ## the benchmarks (minutes); results in docs/BENCHMARK
 	   scripts/in-private-netns $(PY) -m bench.discovery && \
 	   scripts/in-private-netns $(PY) -m bench.services && \
 	   scripts/in-private-netns $(PY) -m bench.footprint && \
+	   scripts/in-private-netns $(PY) -m bench.hot && \
 	   $(PY) -m bench.engine; \
-	 else echo "bench/lab.py, discovery.py, services.py, footprint.py, engine.py need root (namespaces): sudo make bench"; fi
+	 else echo "bench/lab.py, discovery.py, services.py, footprint.py, hot.py, engine.py need root (namespaces): sudo make bench"; fi
 
 clean:                    ## remove the venv and the tools' caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

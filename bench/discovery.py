@@ -344,7 +344,7 @@ def main() -> None:
     plot(by_targets, by_members)
     write_section(
         "discovery",
-        "## Discovery against nmap, in the namespace lab (issue 5)\n\n"
+        "## Discovery against nmap, in the namespace lab\n\n"
         f"Machine: {machine_description()}. Command: `sudo python -m bench.discovery` "
         f"({rounds} rounds, tools alternating within each round). Each bridge holds 10 live "
         "web nodes spread over the subnet, one host that accepts and never answers, one "
@@ -360,7 +360,7 @@ def main() -> None:
     )
     write_section(
         "growth",
-        "## How discovery cost grows (issue 5)\n\n"
+        "## How discovery cost grows\n\n"
         "`poller scan` with the ARP pre-sweep, same run as above: against the number of "
         "targets (10 live nodes each), and against the number of live members on a /24 "
         "(one process in one namespace holding every member's address). Medians.\n\n"

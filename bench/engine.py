@@ -171,7 +171,7 @@ def main() -> None:
         return
     write_section(
         "engine",
-        "## The containers on a real Docker engine (issue 11)\n\n"
+        "## The containers on a real Docker engine\n\n"
         f"Machine: {machine_description()}. Command: `sudo python -m bench.engine`. Debian's "
         "docker.io 20.10 in a network namespace of its own, the stand-in base images "
         "(README), the project's images built from its Dockerfiles. Compose: "

@@ -133,7 +133,7 @@ def main() -> None:
         return
     write_section(
         "hot",
-        "## Joins on a /16: hot sweeps (issue 15)\n\n"
+        "## Joins on a /16: hot sweeps\n\n"
         f"Machine: {machine_description()}. Command: `sudo python -m bench.hot`. The "
         f"namespace lab on {NETWORK}, the whole /16 swept every {FULL:g} s (the Swarm "
         "settings); side by side in one run, without and with hot sweeps every second. "

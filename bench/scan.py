@@ -136,7 +136,7 @@ def main() -> None:
         return
     write_section(
         "scan",
-        "## `poller scan` on loopback (issue 2)\n\n"
+        "## `poller scan` on loopback\n\n"
         f"Machine: {machine_description()}. Command: `make bench` (or "
         "`python -m bench.scan`), in a private network namespace. Medians of "
         f"{rounds} rounds, sizes alternating. wall/CPU/RSS are the whole `poller scan` "

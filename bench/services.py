@@ -153,7 +153,7 @@ def main() -> None:
         return
     write_section(
         "services",
-        "## Several services from one sweep (issue 14)\n\n"
+        "## Several services from one sweep\n\n"
         f"Machine: {machine_description()}. Command: `sudo python -m bench.services`. The "
         f"namespace lab: {WEB} web nodes on port 3000 and {API} API nodes on port 3001, each "
         "in its own namespace, a host that accepts and never answers, a probe namespace "

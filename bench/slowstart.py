@@ -140,7 +140,7 @@ def main() -> None:
     plot(medians)
     write_section(
         "slowstart",
-        "## A new member's first seconds: slow start (issue 14)\n\n"
+        "## A new member's first seconds: slow start\n\n"
         f"Machine: {machine_description()}. Command: `python -m bench.slowstart`. A real "
         "HAProxy, the poller and demo nodes on loopback; three nodes serve under wrk (1 "
         "thread, 8 keep-alive connections), a fourth joins and poller adds it at runtime. "

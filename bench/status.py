@@ -1,4 +1,4 @@
-"""Benchmark the status page and its endpoints with 500 members (issue 7).
+"""Benchmark the status page and its endpoints with 500 members.
 
 The daemon's real status server and views on loopback, serving a snapshot of 500 members
 (each with 30 probe latencies), 200 events and 20 HAProxy changes; each endpoint is
@@ -138,7 +138,7 @@ def main() -> None:
         return
     write_section(
         "status",
-        "## The status page with 500 members (issue 7)\n\n"
+        "## The status page with 500 members\n\n"
         f"Machine: {machine_description()}. Command: `python -m bench.status`. A real status "
         f"server on loopback, {MEMBERS} members with 30 probe latencies each, 200 events, "
         f"20 HAProxy changes; {requests} sequential requests per endpoint, each a new "

@@ -6,6 +6,8 @@ flags as settings overrides. Parses nothing but the arguments; no exit codes her
 from __future__ import annotations
 
 import argparse
+import difflib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,7 @@ def _common(parser: argparse.ArgumentParser, suppress: bool) -> None:
     default to nothing, so a value given before the command stands."""
     default = argparse.SUPPRESS if suppress else None
     parser.add_argument(
+        "-c",
         "--config",
         type=Path,
         metavar="FILE",
@@ -84,10 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     scan.add_argument(
         "--port",
-        action="append",
-        type=int,
-        metavar="N",
-        help=_describe("discovery", "ports") + "; repeatable",
+        action="extend",
+        type=_ports,
+        metavar="N[,N...]",
+        help=_describe("discovery", "ports") + "; repeatable. With `services:` in the "
+        "config: an ad-hoc scan of these ports with the top-level probe, the services aside",
     )
     scan.add_argument(
         "--timeout", type=float, metavar="SECONDS", help=_describe("probe", "timeout_seconds")
@@ -126,7 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     render = commands.add_parser(
-        "render", parents=[common], help="print (or write) the HAProxy config for members"
+        "render",
+        parents=[common],
+        help="print (or write) the HAProxy config for members",
+        description="Print the HAProxy config for the members given (none: an empty "
+        "backend, which answers 503), or write it atomically with --output. The template "
+        "is haproxy.template, or the built-in one for haproxy.mode.",
     )
     render.add_argument(
         "--member",
@@ -146,10 +155,47 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     check = commands.add_parser(
-        "check-config", parents=[common], help="validate the configuration and exit"
+        "check-config",
+        parents=[common],
+        help="validate the configuration and exit",
+        description="Validate the settings (the file, POLLER_SECTION__KEY variables and "
+        "flags together) and say how many targets they make; an invalid one exits 3 naming "
+        "the field. --json prints the effective settings, every service resolved.",
     )
     check.add_argument("--json", action="store_true", help="print the effective settings as JSON")
     return parser
+
+
+def _ports(text: str) -> list[int]:
+    """`--port 3000` or `--port 3000,8080`, as POLLER_DISCOVERY__PORTS takes them."""
+    try:
+        return [int(word) for word in text.split(",") if word.strip()] or [int(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port or comma-separated ports: {text!r}") from None
+
+
+def subcommand(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    """The parser of command `name`, for its own usage line in an error."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            found: argparse.ArgumentParser = action.choices[name]
+            return found
+    raise KeyError(name)
+
+
+def unknown_flags(parser: argparse.ArgumentParser, extras: Sequence[str]) -> str:
+    """What to say about arguments a command does not take: each one, and the flag it
+    most likely meant (`--subnets`, the YAML key's spelling, is `--subnet`)."""
+    known = [flag for action in parser._actions for flag in action.option_strings]
+    said = []
+    for extra in extras:
+        flag = extra.split("=", 1)[0]
+        close = difflib.get_close_matches(flag, known, n=1, cutoff=0.6)
+        if flag.startswith("-") and close:
+            said.append(f"{extra} (did you mean {close[0]}?)")
+        else:
+            said.append(extra)
+    return "unrecognized arguments: " + " ".join(said)
 
 
 def misused(args: argparse.Namespace) -> str | None:
@@ -165,8 +211,12 @@ def misused(args: argparse.Namespace) -> str | None:
     return None
 
 
-def overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    overrides: dict[str, dict[str, Any]] = {}
+def overrides(args: argparse.Namespace, ad_hoc: bool = False) -> dict[str, Any]:
+    """The flags as settings. `ad_hoc`: `scan --port` with services in the config scans
+    those ports with the top-level probe, the services set aside."""
+    overrides: dict[str, Any] = {}
+    if ad_hoc:
+        overrides["services"] = []
     flags = {
         ("discovery", "subnets"): getattr(args, "subnet", None),
         ("discovery", "ports"): getattr(args, "port", None),

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from poller import logs
-from poller.arguments import build_parser, misused, overrides
+from poller.arguments import build_parser, misused, overrides, subcommand, unknown_flags
 from poller.config import Settings, load_settings
 from poller.discovery.plans import plan_sweep
 from poller.discovery.probing import Prober
@@ -36,7 +36,7 @@ EXIT_INTERNAL = 1  # a bug: please report it with the log
 EXIT_USAGE = 2  # argparse's own code for bad flags
 EXIT_CONFIG = 3  # the configuration (file, environment or flags) is invalid
 EXIT_SWEEP_FAILED = 4  # the sweep failed on the poller's own side (its network)
-EXIT_IO = 5  # a file or directory could not be read or written (the message names it)
+EXIT_IO = 5  # a file or directory poller must write could not be (the message names it)
 EXIT_HAPROXY = 6  # HAProxy could not be asked (`haproxy -c` missing or hanging)
 EXIT_INTERRUPTED = 130  # Ctrl-C
 
@@ -182,7 +182,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 def _check_config(args: argparse.Namespace, settings: Settings) -> int:
     resolved = plan_sweep(settings.discovery, settings.ports())
     if args.json:
-        sys.stdout.write(settings.model_dump_json(indent=2) + "\n")
+        sys.stdout.write(json.dumps(settings.effective(), indent=2) + "\n")
     else:
         sys.stdout.write(
             f"ok: {resolved.plan.count:,} targets in {', '.join(resolved.subnets)}, "
@@ -191,15 +191,34 @@ def _check_config(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def _has_services(path: Path | None) -> bool:
+    """Whether the settings (without flags) have `services:`; a file that cannot be
+    loaded says so when it is loaded for real."""
+    try:
+        return bool(load_settings(path).services)
+    except PollerError:
+        return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:  # said with the command's own usage, and what was likely meant
+        subcommand(parser, args.command).error(
+            unknown_flags(subcommand(parser, args.command), extras)
+        )
     problem = misused(args)
     if problem is not None:
-        parser.error(problem)
+        subcommand(parser, args.command).error(problem)
     logs.configure(args.log_level)
     try:
-        settings = load_settings(args.config, overrides=overrides(args))
+        ad_hoc = args.command == "scan" and bool(args.port) and _has_services(args.config)
+        if ad_hoc:
+            log.info(
+                "--port: an ad-hoc scan of these ports with the top-level probe; the "
+                "services in the config are set aside"
+            )
+        settings = load_settings(args.config, overrides=overrides(args, ad_hoc))
         if args.command in ("run", "render", "check-config"):
             _user_configs(settings)
         commands = {"scan": _scan, "run": _run, "render": _render, "check-config": _check_config}

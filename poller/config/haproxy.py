@@ -93,7 +93,9 @@ class HAProxySettings(Section):
         "a check; raise it for remote or routed servers.",
     )
     check_interval_ms: int = Field(
-        default=500, ge=10, description="HAProxy's own check of each server: `inter`."
+        default=500,
+        ge=10,
+        description="HAProxy's own check of each server: `inter` (and `timeout check`).",
     )
     check_fastinter_ms: int = Field(
         default=100,
@@ -108,7 +110,9 @@ class HAProxySettings(Section):
         gt=0,
         le=3600,
         description="Servers get HAProxy's `slowstart`: a new member's weight ramps up over "
-        "this long instead of taking its full share at once; unset: off.",
+        "this long instead of taking its full share at once (runtime `add server` and the "
+        "file alike); unset: off. A few seconds (e.g. 10) suit apps with a cold start (a "
+        "JVM, an empty cache).",
     )
     socket_timeout_seconds: float = Field(
         default=2.0, gt=0, description="Deadline for one runtime or master CLI command."
@@ -141,8 +145,8 @@ class HAProxySettings(Section):
         gt=0,
         le=3600,
         description="Bring HAProxy in step this often even when the pool did not change "
-        "(catches a restarted HAProxy and hand edits); /healthz is 503 after three of these "
-        "without HAProxy brought or found in step.",
+        "(a restarted HAProxy; also how soon a server put aside by hand is seen). /healthz "
+        "is 503 after three of these without HAProxy brought or found in step.",
     )
 
     @model_validator(mode="after")

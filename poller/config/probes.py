@@ -36,7 +36,11 @@ class ProbeSettings(Section):
 
     scheme: Literal["http", "https"] = Field(default="http", description="`http` or `https`.")
     verify_tls: bool = Field(default=True, description="With https: check the node's certificate.")
-    method: Literal["GET", "HEAD"] = Field(default="GET", description="`GET` or `HEAD`.")
+    method: Literal["GET", "HEAD"] = Field(
+        default="GET",
+        description="`GET` or `HEAD`. HEAD reads no body: no `expect_body`, no "
+        "`identity.json_field`.",
+    )
     path: str = Field(default="/", description="Request path; point it at a cheap health endpoint.")
     expect_status: StatusRanges = Field(
         default=((200, 299),),
@@ -52,14 +56,16 @@ class ProbeSettings(Section):
     )
     identity: IdentitySettings | None = Field(
         default=None,
-        description="Where a node's identity is read (`json_field` or `header`); a new "
-        "identity at the same ip:port is a new member.",
+        description="Where a node's identity is read: `{json_field: host}` (a top-level "
+        "field of a JSON body) or `{header: x-backend-ip}`. A different identity at the same "
+        "ip:port is a different node.",
     )
     timeout_seconds: float = Field(
         default=0.5,
         gt=0,
         le=60,
-        description="Hard deadline for one probe: connect and response together.",
+        description="Hard deadline for one probe: connect and response together. Must be "
+        "shorter than `pool.interval_seconds`.",
     )
     max_body_bytes: int = Field(
         default=65536, ge=0, le=16 * 1024 * 1024, description="Body bytes read at most."

@@ -20,9 +20,11 @@ class DiscoverySettings(Section):
 
     subnets: tuple[str, ...] = Field(
         default=(),
-        description="IPv4/IPv6 CIDRs to sweep, or `auto`: the networks of this host's own "
-        "non-loopback interfaces, meant for the sidecar, whose only networks are the app's. "
-        "No default: poller sweeps nothing it was not told to.",
+        description="IPv4/IPv6 CIDRs to sweep, or `auto`: the IPv4 networks of this host's "
+        "up, non-loopback interfaces, meant for the sidecar, whose only networks are the "
+        "app's (its own addresses are excluded). No default: poller sweeps nothing it was "
+        "not told to; without it (`--subnet`, `POLLER_DISCOVERY__SUBNETS` or this key) "
+        "`scan`, `run` and `check-config` stop with an error.",
     )
     exclude: tuple[str, ...] = Field(
         default=(),
@@ -32,17 +34,27 @@ class DiscoverySettings(Section):
         default=False,
         description="Sweep subnets outside the private ranges (10/8, 172.16/12, "
         "192.168/16, 100.64/10, fc00::/7) and loopback. Off: such a subnet is refused, "
-        "since no Docker network uses one; turn it on only for a network you own.",
+        "since no Docker network uses one; turn it on only for a network you own "
+        "(`--allow-public` on `scan`). Special ranges (0.0.0.0/8, link-local, multicast, "
+        "240/4, `::`, IPv4-mapped `::ffff:0:0/96`) are refused always.",
     )
     ports: tuple[Annotated[int, Field(ge=1, le=65535)], ...] = Field(
-        default=(3000,), min_length=1, description="TCP ports probed on every address."
+        default=(3000,),
+        min_length=1,
+        description="TCP ports probed on every address (1-65535, no repeats).",
     )
     max_targets: int = Field(
         default=65536,
         ge=1,
-        description="Refuse to sweep more (address, port) pairs than this.",
+        description="Refuse to sweep more (address, port) pairs than this. Network and "
+        "broadcast addresses of IPv4 prefixes shorter than /31 are not counted.",
     )
-    concurrency: int = Field(default=256, ge=1, le=4096, description="Probes in flight at once.")
+    concurrency: int = Field(
+        default=256,
+        ge=1,
+        le=4096,
+        description="Probes in flight at once (lowered to fit the open-files limit).",
+    )
     interval_seconds: float = Field(
         default=1.0,
         gt=0,
@@ -150,7 +162,9 @@ class PoolSettings(Section):
         description="Time between two probes of a rising candidate: a node that answers "
         "joins after `rise` probes this far apart, instead of `rise` intervals.",
     )
-    rise: int = Field(default=2, ge=1, le=100, description="Successes in a row to join.")
+    rise: int = Field(
+        default=2, ge=1, le=100, description="Successes in a row before a candidate joins."
+    )
     fall: int = Field(default=2, ge=1, le=100, description="Failures in a row to leave.")
     forget_after_seconds: float = Field(
         default=300.0, ge=0, description="How long a DOWN member stays listed (in /pool)."

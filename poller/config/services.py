@@ -60,8 +60,8 @@ class ServiceSettings(Section):
     which requests reach it."""
 
     name: str = Field(
-        description="Lower-case letters, digits, - and _ (at most 32): it names the service "
-        "in logs, metrics, /pool and `poller scan`."
+        description="The service's name: lower-case letters, digits, - and _ (at most 32). "
+        "It names the service in logs, metrics, /pool and `poller scan` (docs/SERVICES.md)."
     )
     ports: tuple[Annotated[int, Field(ge=1, le=65535)], ...] = Field(
         min_length=1, description="Ports the service's nodes listen on."
@@ -73,10 +73,13 @@ class ServiceSettings(Section):
     )
     probe: ServiceProbeSettings = Field(
         default_factory=ServiceProbeSettings,
-        description="Overrides of the top-level `probe` for this service.",
+        description="Overrides of the top-level `probe` for this service: `method`, `path`, "
+        "`expect_status`, `expect_body`, `headers`, `identity`.",
     )
     route: RouteSettings = Field(
-        default_factory=RouteSettings, description="`host`, `path_prefix`, `default`."
+        default_factory=RouteSettings,
+        description="Which requests reach it: `host` (one or more names), `path_prefix`, "
+        "`default: true` (the requests no other service takes).",
     )
 
     @field_validator("name")

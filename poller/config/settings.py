@@ -45,6 +45,30 @@ class Settings(Section):
         one the top-level settings describe."""
         return resolve(self.services, self.discovery.ports, self.probe, self.haproxy.backend)
 
+    def effective(self) -> dict[str, Any]:
+        """The settings as poller uses them (`check-config --json`): every service with
+        the defaults it inherits filled in; with `services:`, without the top-level keys
+        they replace (`discovery.ports`, `haproxy.backend`)."""
+        data = self.model_dump(mode="json")
+        data["services"] = [
+            {
+                "name": s.name,
+                "ports": list(s.ports),
+                "backend": s.backend,
+                "probe": s.probe.model_dump(mode="json"),
+                "route": {
+                    "host": list(s.hosts),
+                    "path_prefix": s.path_prefix,
+                    "default": s.default,
+                },
+            }
+            for s in self.resolved_services
+        ]
+        if self.services:
+            del data["discovery"]["ports"]
+            del data["haproxy"]["backend"]
+        return data
+
     def ports(self) -> tuple[int, ...]:
         """Every port a sweep asks: the services' together."""
         return tuple(sorted({port for s in self.resolved_services for port in s.ports}))

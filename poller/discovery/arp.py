@@ -2,12 +2,12 @@
 
 A TCP connect to an unused address on the segment makes the kernel resolve it: the
 attempt holds a neighbour-table entry until resolution gives up (~3 s by default), so a
-connect sweep of a /16 must crawl to stay a good neighbour (DESIGN, invariant 8). Asking
-"who has 10.0.3.7?" ourselves, on a raw packet socket, touches no neighbour entry on our
-side; the kernel does not learn from replies it did not ask for (arp_accept=0). Only the
-addresses that answer go on to the TCP + HTTP probe. A live host answers ARP within
-microseconds, so a /16 is asked in a few seconds, and asked twice: a reply lost in a busy
-bridge must not become a missed node.
+connect sweep of a /16 must crawl to stay a good neighbour (docs/ARCHITECTURE.md,
+invariant 8). Asking "who has 10.0.3.7?" ourselves, on a raw packet socket, touches no
+neighbour entry on our side; the kernel does not learn from replies it did not ask for
+(arp_accept=0). Only the addresses that answer go on to the TCP + HTTP probe. A live
+host answers ARP within microseconds, so a /16 is asked in a few seconds, and asked
+twice: a reply lost in a busy bridge must not become a missed node.
 
 Needs CAP_NET_RAW and an Ethernet interface whose network holds the subnet; `usable_link`
 says where that holds, and `open_socket` fails with `ArpUnavailable` otherwise, so the

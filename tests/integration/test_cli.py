@@ -98,6 +98,22 @@ def test_check_config_json_prints_effective_settings() -> None:
     assert json.loads(run.stdout)["pool"]["fall"] == 5
 
 
+def test_check_config_json_shows_each_service_as_poller_uses_it() -> None:
+    """Per-service probes with what they inherit from the top-level one, and none of
+    the top-level keys the services replace (they would be refused or unused)."""
+    run = poller("check-config", "--json", "--config", "config/poller.yaml")
+    assert run.returncode == 0, run.stderr
+    effective = json.loads(run.stdout)
+    web, api = effective["services"]
+    assert (web["name"], web["ports"], web["backend"]) == ("web", [3000], "nodes")
+    assert (api["name"], api["ports"], api["backend"]) == ("api", [3001], "api")
+    assert web["probe"]["identity"] == {"json_field": "host", "header": None}  # inherited
+    assert api["probe"]["timeout_seconds"] == effective["probe"]["timeout_seconds"]
+    assert api["route"]["path_prefix"] == "/api"
+    assert "ports" not in effective["discovery"]
+    assert "backend" not in effective["haproxy"]
+
+
 def test_failed_sweep_is_exit_4_not_an_empty_pool() -> None:
     # No route to 10.255.255.0/30 exists in the test namespace: every connect fails at once
     # with ENETUNREACH, on the poller's side, and no packet leaves.
@@ -220,8 +236,64 @@ def test_auto_finds_the_host_networks_and_skips_its_own_address(veth_interface: 
 def test_a_flag_that_would_be_ignored_is_a_usage_error(args: list[str], message: str) -> None:
     run = poller(*args)
     assert run.returncode == 2
-    assert f"poller: error: {message}" in run.stderr
+    assert f"poller {args[0]}: error: {message}" in run.stderr  # the command's own usage
+    assert f"usage: poller {args[0]} " in run.stderr
     assert run.stdout == ""  # nothing was swept or written
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["scan", "--subnets", "127.0.0.0/30"], "--subnets (did you mean --subnet?)"),
+        (["scan", "--ports", "3000"], "--ports (did you mean --port?)"),
+        (["check-config", "--jsn"], "--jsn (did you mean --json?)"),
+        (["render", "--members=10.0.0.1:80"], "--members=10.0.0.1:80 (did you mean --member?)"),
+        (["check-config", "--subnet", "127.0.0.0/30"], "--subnet 127.0.0.0/30"),
+    ],
+)
+def test_a_flag_a_command_does_not_take_is_said_with_its_usage_and_a_likely_meaning(
+    args: list[str], said: str
+) -> None:
+    run = poller(*args)
+    assert run.returncode == 2
+    assert f"usage: poller {args[0]} " in run.stderr
+    assert f"poller {args[0]}: error: unrecognized arguments: {said}" in run.stderr
+    assert run.stdout == ""
+
+
+def test_ports_are_given_as_the_variable_takes_them_comma_separated_or_repeated() -> None:
+    scans = [
+        poller("scan", "--subnet", "127.0.0.0/30", "--json", *ports)
+        for ports in (["--port", "3000,3001"], ["--port", "3000", "--port", "3001"])
+    ]
+    for run in scans:
+        assert run.returncode == 0, run.stderr
+        assert json.loads(run.stdout)["ports"] == [3000, 3001]
+    bad = poller("scan", "--port", "3000,web")
+    assert bad.returncode == 2
+    assert "argument --port: not a port or comma-separated ports: '3000,web'" in bad.stderr
+
+
+def test_config_has_a_short_flag_before_the_command_and_after() -> None:
+    for args in (
+        ["-c", "config/poller.yaml", "check-config"],
+        ["check-config", "-c", "config/poller.yaml"],
+    ):
+        run = poller(*args)
+        assert run.returncode == 0, run.stderr
+        assert run.stdout.startswith("ok: 504 targets")
+
+
+def test_scan_port_with_services_in_the_config_is_an_ad_hoc_scan_of_that_port() -> None:
+    run = poller(
+        "scan", "--config", "config/poller.yaml", "--subnet", "127.0.0.0/30", "--port", "8080",
+        "--json",
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    found = json.loads(run.stdout)
+    assert found["ports"] == [8080]
+    assert {r["service"] for r in found["results"]} <= {"default"}
+    assert "ad-hoc scan of these ports with the top-level probe" in run.stderr
 
 
 def test_common_options_go_before_the_command_too(tmp_path: Path) -> None:
@@ -240,6 +312,8 @@ def test_common_options_go_before_the_command_too(tmp_path: Path) -> None:
 def test_every_flag_has_help_and_scan_flags_show_their_defaults(command: str) -> None:
     run = poller(command, "--help")
     assert run.returncode == 0
+    description = run.stdout.split("\n\n", 1)[1].split("options:", 1)[0]
+    assert len(description.split()) > 10, f"{command} --help has no description"
     options = run.stdout.split("options:", 1)[1]
     entries = re.split(r"\n  (?=-)", "\n" + options.strip("\n"))
     for entry in (e for e in entries if e.strip()):

@@ -27,6 +27,7 @@ def test_demo_shows_the_pool_and_cleans_up() -> None:
     out = run.stdout
     assert "status page (open it): http://127.0.0.1:" in out
     assert "HAProxy:               http://127.0.0.1:" in out
+    assert "its JSON, for a terminal: /pool, /events, /healthz and /metrics" in out
     assert "127.42.0.11 up (s1)" in out
     assert "127.42.0.33 up (s3)" in out  # joined at 6 s
     assert "HAProxy serves: 127.42.0.11, 127.42.0.22, 127.42.0.33" in out

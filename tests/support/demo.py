@@ -46,32 +46,54 @@ TIMELINE = [
 ]
 
 
-def picture(lab: Lab) -> tuple[str, str]:
-    """poller's pool and what HAProxy serves, read as one picture: the pool is read again
-    after HAProxy, and the pair is retaken if it moved in between."""
+def picture(lab: Lab) -> tuple[tuple[str, str], dict[str, Any] | None]:
+    """poller's pool and what HAProxy serves, read as one picture (and the pool itself):
+    the pool is read again after HAProxy, and the pair is retaken if it moved in between."""
     for _ in range(5):
         first = lab.status("/pool")
         web, api = (sorted(lab.addresses(b), key=by_octet) for b in ("nodes", "api"))
         if first is not None and lab.status("/pool") == first:
             break
     served = ", ".join(web) or "nothing: every request gets 503"
-    return describe(first), served + (f"; /api: {', '.join(api)}" if api else "")
+    return (describe(first), served + (f"; /api: {', '.join(api)}" if api else "")), first
 
 
 def by_octet(address: str) -> int:
     return int(address.rsplit(".", 1)[1])
 
 
+LEAVING = ("falling", "down")
+
+
 def describe(pool: dict[str, Any] | None) -> str:
+    """The pool on one line: each member's state, why it is falling or down (its last
+    probe's result), and the guard when it holds removals."""
     if not pool:
         return "(the status server does not answer)"
-    shown = [
-        ("api: " if m["service"] == "api" else "")
-        + f"{m['address']} {m['state']}"
-        + (f" ({m['identity']})" if m["identity"] else "")
-        for m in pool.get("members", [])
-    ]
-    return ", ".join(shown) or "empty"
+    shown = []
+    for m in pool.get("members", []):
+        why = m.get("last_result")
+        reason = f": {why}" if m["state"] in LEAVING and why and why != "ok" else ""
+        shown.append(
+            ("api: " if m["service"] == "api" else "")
+            + f"{m['address']} {m['state']}{reason}"
+            + (f" ({m['identity']})" if m["identity"] else "")
+        )
+    line = ", ".join(shown) or "empty"
+    guard = pool.get("guard") or {}
+    if guard.get("holding"):
+        line += f"; the guard holds removals ({guard.get('reason')}): HAProxy's checks decide"
+    return line
+
+
+def surprises(pool: dict[str, Any] | None, left_alone: set[str]) -> set[tuple[str, str, str]]:
+    """(host, state, last result) of the members the demo did not stop or kill that are
+    falling or down: not the demo's doing (a loaded machine, most likely)."""
+    return {
+        (m["identity"], m["state"], m.get("last_result") or "?")
+        for m in (pool or {}).get("members", [])
+        if m["identity"] in left_alone and m["state"] in LEAVING
+    }
 
 
 def main() -> None:
@@ -108,6 +130,7 @@ def main() -> None:
             "and come back;\n      poller follows them and HAProxy serves exactly the "
             "healthy ones. Ctrl-C stops everything.\n"
             f"  status page (open it): http://127.0.0.1:{lab.status_port}/\n"
+            f"  its JSON, for a terminal: /pool, /events, /healthz and /metrics beside it\n"
             f"  HAProxy:               http://127.0.0.1:{lab.frontend_port}/   "
             f"its stats: http://127.0.0.1:{lab.stats_port}/\n"
             f"  poller sweeps {SUBNET} ports 3000 (web) and 3001 (api, /api) every second\n",
@@ -116,6 +139,8 @@ def main() -> None:
         started = time.monotonic()
         pending = list(TIMELINE)
         last, said = ("", ""), started
+        left_alone: set[str] = set()  # hosts started healthy and not stopped since
+        unexpected: set[tuple[str, str, str]] = set()
         while not stop and time.monotonic() - started < args.seconds:
             elapsed = time.monotonic() - started
             while pending and pending[0][0] <= elapsed:
@@ -125,6 +150,10 @@ def main() -> None:
                     action, action
                 )
                 print(f"[{elapsed:5.1f}s] {verb} {address} {host}: {why}", flush=True)
+                if action in ("start", "start-api"):
+                    left_alone.add(host)
+                elif action in ("stop", "kill"):
+                    left_alone.discard(host)
                 if action == "start":
                     lab.start_node(address, host)
                 elif action == "start-api":
@@ -134,7 +163,8 @@ def main() -> None:
                 else:
                     lab.stop_node(address, signal.SIGKILL if action == "kill" else signal.SIGTERM)
                 said = time.monotonic()
-            now = picture(lab)
+            now, pool = picture(lab)
+            unexpected |= surprises(pool, left_alone)
             if now != last or time.monotonic() - said > HEARTBEAT_SECONDS:
                 status, body = lab.get()
                 answer = f"{status} from {body.get('host')}" if body else str(status)
@@ -152,6 +182,13 @@ def main() -> None:
             "runtime API)",
             flush=True,
         )
+        for host, state, why in sorted(unexpected):
+            print(
+                f"demo: warning: {host} went {state} ({why}) though the demo did not touch it: "
+                "the machine is likely too loaded for 0.5 s probes (a timeout), and poller "
+                "took it for a failing node",
+                flush=True,
+            )
     except KeyboardInterrupt:
         pass
     except (RuntimeError, TimeoutError) as exc:

@@ -36,7 +36,7 @@ from tests.support.labs import ROOT, WEBAPP, HAProxyView, ProcessLab, metric_val
 
 POLLER_YAML = ROOT / "config" / "poller.yaml"
 # The lab's address resolution gives up after one try of 100 ms instead of 3 x 1 s: the
-# sweep then waits 0.1 s for an empty address, not 3 s (DESIGN: "Sweep facts").
+# sweep then waits 0.1 s for an empty address, not 3 s (docs/ARCHITECTURE.md, "Measured facts").
 FAST_ARP = {"mcast_solicit": "1", "retrans_time_ms": "100"}
 
 

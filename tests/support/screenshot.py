@@ -3,7 +3,8 @@
 The loopback lab with demo nodes named like containers, paced slowly enough that a
 picture catches each state: members up, one rising, one falling, one down (stopped and
 removed), two killed at once and held by the guard (left the pool, still in HAProxy:
-shown draining). Headless Chromium (Debian's) through Playwright.
+shown draining); a second service (an API on port 3001) with one server an operator put
+in maintenance by hand. Headless Chromium (Debian's) through Playwright.
 
     python -m tests.support.screenshot docs/status.png
 """
@@ -30,6 +31,12 @@ NODES = {  # address: identity (the demo node answers its host name, here a cont
     "127.0.7.7": "e6b3d2a9c4f1",
 }
 LATE = ("127.0.7.8", "0b7f3e9d1a25")
+API = {"127.0.7.9": "api-7c1e04b2", "127.0.7.10": "api-93fd5a61"}  # port 3001
+SET_ASIDE = "api/n_127_0_7_10_3001"  # put in maintenance by hand
+SERVICES = [
+    {"name": "web", "ports": [3000], "backend": "nodes", "route": {"default": True}},
+    {"name": "api", "ports": [3001], "route": {"path_prefix": "/api"}},
+]
 
 
 def states(lab: Lab) -> dict[str, str]:
@@ -61,14 +68,19 @@ def main() -> None:
                 "discovery": {"interval_seconds": 1.0},
                 "probe": {"timeout_seconds": 0.5},
                 "guard": {"max_removed_fraction": 0.3, "max_hold_seconds": 0},
+                "services": SERVICES,
             },
         )
         try:
             lab.start_haproxy()
             for address, identity in NODES.items():
                 lab.start_node(address, identity)
+            for address, identity in API.items():
+                lab.start_node(address, identity, port=3001)
             lab.start_poller()
             wait_for(lambda: len(lab.haproxy.enabled()) == len(NODES), 30, "all nodes served")
+            wait_for(lambda: lab.addresses("api") == set(API), 30, "the API served")
+            lab.admin(f"set server {SET_ASIDE} state maint")
             lab.stop_node("127.0.7.3")  # graceful: removed, remembered as down
             wait_for(lambda: "127.0.7.3" not in lab.addresses(), 30, "the stopped node removed")
             for address in ("127.0.7.6", "127.0.7.7"):  # two at once: the guard holds them

@@ -1,8 +1,8 @@
 """Property-based fuzzing of what comes from outside: config files, environment variables,
 and whatever a node answers. Each must end in a typed result or one clear error, never a
 crash. The budget is hypothesis's profile: `ci` (default, 100 examples per property) in
-`make test`; the `long` profile (20,000) for a long local run, with the command in the
-README ("Development")."""
+`make test`; the `long` profile (20,000) for a long local run, with the command in
+docs/CONTRIBUTING.md ("Development")."""
 
 from __future__ import annotations
 

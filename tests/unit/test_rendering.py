@@ -176,7 +176,7 @@ vars={{ vars }}"""
 
 
 def test_a_custom_template_sees_every_documented_variable() -> None:
-    """The README's table of template variables, value by value (and a template that
+    """docs/TEMPLATE.md's table of template variables, value by value (and a template that
     does not end its last line gets the newline HAProxy needs)."""
     settings = load_settings(
         None,
@@ -202,9 +202,9 @@ def test_a_custom_template_sees_every_documented_variable() -> None:
     )
 
 
-def test_the_readme_documents_every_template_variable() -> None:
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    table = readme.split("Template variables:", 1)[1].split("\n\n", 2)[1]
+def test_the_template_page_documents_every_template_variable() -> None:
+    page = (Path(__file__).resolve().parents[2] / "docs" / "TEMPLATE.md").read_text()
+    table = page.split("Template variables:", 1)[1].split("\n\n", 2)[1]
     documented = {name for row in table.splitlines() for name in row.split("|")[1].split("`")[1::2]}
     assert documented == set(context(SETTINGS, []))
 
