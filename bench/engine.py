@@ -5,8 +5,12 @@ many requests fail meanwhile.
 The engine runs in a network namespace of its own (tests/support/engine.py), with the
 stand-in base images; wrk sends requests to HAProxy's published port the whole time.
 Compose: scale 3 -> 6 -> 2 -> 3 per round, and `docker kill` of one web container.
-Swarm (one node, compose/stack.yml): `docker service scale` 4 -> 8 -> 4 per round. Each
-time is from the command's return to HAProxy serving exactly the running containers.
+Swarm (one node): compose/stack.yml as shipped, and beside it the peer a Swarm user would
+pick instead, HAProxy's own DNS service discovery (`server-template` on
+`tasks.<service>`, Docker's embedded DNS; the same template otherwise: checks, retries,
+redispatch), with the same app: the deploy, then `docker service scale` 4 -> 6 -> 2 -> 4
+per round. Each time is from the command's return to HAProxy serving exactly the
+running containers.
 
     sudo python -m bench.engine             # 5 rounds; rewrites docs/BENCHMARKS.md
     sudo python -m bench.engine --smoke     # 1 round each, prints only
@@ -20,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 from bench.churn import percentile
 from bench.common import (
     ensure_private_namespace,
@@ -29,6 +35,8 @@ from bench.common import (
     median,
     write_section,
 )
+from poller.config import load_settings
+from poller.haproxy.rendering import context, load_template, render
 from tests.support import standins
 from tests.support.engine import (
     ComposeProject,
@@ -42,8 +50,25 @@ from tests.support.engine import (
     timed,
 )
 from tests.support.labs import wait_for
+from tests.support.processes import ROOT
 
 FRONTEND = "http://127.0.0.1:80/"
+SWARM_STEPS = ((6, "4 -> 6"), (2, "6 -> 2"), (4, "2 -> 4"))
+# The peer's resolution, as quick as HAProxy allows: Docker's DNS asked every second,
+# an address gone from the answer dropped at once.
+PEER_RESOLVERS = """resolvers docker
+    nameserver dns 127.0.0.11:53
+    accepted_payload_size 8192
+    resolve_retries 3
+    timeout resolve 1s
+    timeout retry 1s
+    hold valid 1s
+    hold obsolete 0s
+
+"""
+PEER_SLOTS = 16
+CONFIG_TARGET, RUN_DIR = "/usr/local/etc/haproxy/haproxy.cfg", "/var/run/haproxy"
+MASTER = f"{RUN_DIR}/master.sock,mode,660"
 
 
 def _follow(stack: ComposeProject | SwarmStack, n: int) -> float:
@@ -88,27 +113,108 @@ def compose_rounds(engine: Engine, rounds: int, workdir: Path) -> dict[str, obje
     return {"times": times, "requests": requests, "failed": failed}
 
 
-def swarm_rounds(engine: Engine, rounds: int, workdir: Path) -> dict[str, object]:
-    stack = SwarmStack(engine, name="benchstack")
-    join_swarm(engine)
-    times: dict[str, list[float]] = {"up": [], "down": []}
+def peer_stack(engine: Engine, workdir: Path, name: str) -> SwarmStack:
+    """compose/stack.yml's web service behind an HAProxy that finds its replicas itself,
+    through Docker's DNS: poller's own template for the stack's settings (same checks,
+    retries, redispatch), its backend filled by `server-template` instead of poller."""
+    settings = load_settings(ROOT / "config" / "poller-swarm.yaml", environ={})
+    variables = context(settings, [])
+    text = render(load_template(None), variables).replace(
+        "\ndefaults", "\n" + PEER_RESOLVERS + "defaults", 1
+    )
+    assert text.rstrip().splitlines()[-1].startswith("    "), "backend nodes must end the file"
+    text = text.rstrip() + (
+        f"\n    server-template web {PEER_SLOTS} tasks.{name}_webapp:3000 "
+        f"{variables['server_options']} resolvers docker init-addr none\n"
+    )
+    directory = workdir / "peer"
+    directory.mkdir(exist_ok=True)
+    (directory / "haproxy.cfg").write_text(text)
+    shipped = yaml.safe_load((ROOT / "compose" / "stack.yml").read_text())
+    document = {
+        "version": "3.8",
+        "services": {
+            "haproxy": {
+                "image": "haproxy:2.6",
+                "user": "root",  # the run volume is Docker's (root's): no poller image fills it
+                "command": ["haproxy", "-S", MASTER, "-f", CONFIG_TARGET],
+                "ports": [{"target": 80, "published": 80, "mode": "host"}],
+                "configs": [{"source": "peer-haproxy", "target": CONFIG_TARGET}],
+                "volumes": [{"type": "volume", "source": "haproxy-run", "target": RUN_DIR}],
+                "networks": ["heig"],
+                "deploy": shipped["services"]["haproxy"]["deploy"],
+            },
+            "webapp": shipped["services"]["webapp"],
+        },
+        "configs": {"peer-haproxy": {"file": str(directory / "haproxy.cfg")}},
+        "networks": shipped["networks"],
+        "volumes": {"haproxy-run": {}},
+    }  # fmt: skip
+    (directory / "stack.yml").write_text(yaml.safe_dump(document, sort_keys=False))
+    return SwarmStack(engine, name=name, file=directory / "stack.yml")
+
+
+def _scale_watched(stack: SwarmStack, replicas: int) -> tuple[float, float | None]:
+    """Scale, then watch until HAProxy serves exactly the running tasks. Returns (seconds
+    until then, seconds until the last of the tasks that went was out of rotation: None
+    when none went). What HAProxy serves is sampled all along, so the second time is
+    known once the tasks that went are."""
+    before, started = stack.addresses(), time.monotonic()
+    stack.scale("webapp", replicas)
+    samples: list[tuple[float, set[str]]] = []
+
+    def right() -> bool:
+        running_now, serving = stack.addresses(), served(stack)
+        samples.append((time.monotonic() - started, serving))
+        return len(running_now) == replicas and serving == running_now
+
+    wait_for(right, 120, f"{replicas} replicas served")
+    followed = time.monotonic() - started
+    gone = before - stack.addresses()
+    if not gone:
+        return followed, None
+    still = [at for at, serving in samples if serving & gone]
+    return followed, max(still, default=0.0)
+
+
+def swarm_rounds(
+    engine: Engine, rounds: int, workdir: Path, stack: SwarmStack
+) -> dict[str, object]:
+    """The deploy, then SWARM_STEPS per round, under wrk load."""
+    kinds = ["deploy", *(k for _, k in SWARM_STEPS), "out of rotation"]
+    times: dict[str, list[float]] = {kind: [] for kind in kinds}
     try:
-        stack.build_images()
+        started = time.monotonic()
         stack.deploy()
         _follow(stack, 4)
-        with Load(engine, FRONTEND, workdir / "wrk-swarm.txt") as load:
+        times["deploy"].append(time.monotonic() - started)
+        with Load(engine, FRONTEND, workdir / f"wrk-{stack.name}.txt") as load:
             wait_for(lambda: stack.haproxy().connections() > 0, 10, "wrk to connect")
             for _ in range(rounds):
-                for replicas, kind in ((8, "up"), (4, "down")):
-                    started = time.monotonic()
-                    stack.scale("webapp", replicas)
-                    _follow(stack, replicas)
-                    times[kind].append(time.monotonic() - started)
+                for replicas, kind in SWARM_STEPS:
+                    followed, out = _scale_watched(stack, replicas)
+                    times[kind].append(followed)
+                    if out is not None:
+                        times["out of rotation"].append(out)
         requests, failed = load.result()
     finally:
         stack.remove()
-        engine.docker("swarm", "leave", "--force", check=False)
     return {"times": times, "requests": requests, "failed": failed}
+
+
+def swarms(
+    engine: Engine, rounds: int, workdir: Path
+) -> tuple[dict[str, object], dict[str, object]]:
+    """poller's stack and the DNS peer, one after the other on one swarm."""
+    join_swarm(engine)
+    try:
+        ours = SwarmStack(engine, name="benchstack")
+        ours.build_images()
+        poller = swarm_rounds(engine, rounds, workdir, ours)
+        peer = swarm_rounds(engine, rounds, workdir, peer_stack(engine, workdir, "benchpeer"))
+    finally:
+        engine.docker("swarm", "leave", "--force", check=False)
+    return poller, peer
 
 
 def _cell(values: list[float]) -> str:
@@ -117,32 +223,57 @@ def _cell(values: list[float]) -> str:
     return f"{median(values):.2f} / {percentile(values, 95):.2f} / {max(values):.2f}"
 
 
-def table(compose: dict[str, object], swarm: dict[str, object]) -> str:
+def table(compose: dict[str, object]) -> str:
     rows = []
-    for name, result, kinds in (
-        ("compose (/24, discovery every 1 s)", compose, ("up", "down", "kill")),
-        ("swarm (/16 overlay, discovery every 30 s)", swarm, ("up", "down")),
-    ):
-        times = result["times"]
-        assert isinstance(times, dict)
-        for kind in kinds:
-            rows.append(
-                [
-                    name,
-                    {"up": "scale up", "down": "scale down", "kill": "docker kill"}[kind],
-                    str(len(times[kind])),
-                    _cell(times[kind]),
-                ]
-            )
+    times = compose["times"]
+    assert isinstance(times, dict)
+    for kind in ("up", "down", "kill"):
+        event = {"up": "scale up", "down": "scale down", "kill": "docker kill"}[kind]
+        rows.append([event, str(len(times[kind])), _cell(times[kind])])
+    rows.append(
+        [
+            "requests failed while scaling (wrk)",
+            "-",
+            f"{compose['failed']} of {compose['requests']:,}",
+        ]
+    )
+    return markdown_table(["event", "n", "followed in s (p50 / p95 / max)"], rows)
+
+
+def swarm_table(poller: dict[str, object], peer: dict[str, object]) -> str:
+    """poller's stack beside HAProxy's DNS discovery, and the ratio of their medians."""
+    ours, theirs = poller["times"], peer["times"]
+    assert isinstance(ours, dict)
+    assert isinstance(theirs, dict)
+    rows = []
+    for kind in ["deploy", *(kind for _, kind in SWARM_STEPS), "out of rotation"]:
+        event = {
+            "deploy": "served after deploy (4)",
+            "out of rotation": "scale 6 -> 2: the 4 that went out of rotation",
+        }.get(kind, f"scale {kind}")
+        ratio = median(theirs[kind]) / median(ours[kind]) if ours[kind] and theirs[kind] else 0
         rows.append(
-            [
-                name,
-                "requests failed while scaling (wrk)",
-                "-",
-                f"{result['failed']} of {result['requests']:,}",
-            ]
+            [event, str(len(ours[kind])), _cell(ours[kind]), _cell(theirs[kind]), f"{ratio:.1f}x"]
         )
-    return markdown_table(["stack", "event", "n", "followed in s (p50 / p95 / max)"], rows)
+    rows.append(
+        [
+            "requests failed (wrk)",
+            "-",
+            f"{poller['failed']} of {poller['requests']:,}",
+            f"{peer['failed']} of {peer['requests']:,}",
+            "",
+        ]
+    )
+    return markdown_table(
+        [
+            "event",
+            "n",
+            "poller: s (p50 / p95 / max)",
+            "DNS peer: s (p50 / p95 / max)",
+            "peer / poller",
+        ],
+        rows,
+    )
 
 
 def main() -> None:
@@ -164,9 +295,9 @@ def main() -> None:
         running("bench") as engine,
     ):
         compose = compose_rounds(engine, rounds, Path(tmp))
-        swarm = swarm_rounds(engine, rounds, Path(tmp))
-    text = table(compose, swarm)
-    print(text)
+        poller, peer = swarms(engine, rounds, Path(tmp))
+    text, beside = table(compose), swarm_table(poller, peer)
+    print(text + "\n" + beside)
     if args.smoke:
         return
     write_section(
@@ -174,15 +305,21 @@ def main() -> None:
         "## The containers on a real Docker engine\n\n"
         f"Machine: {machine_description()}. Command: `sudo python -m bench.engine`. Debian's "
         "docker.io 20.10 in a network namespace of its own, the stand-in base images "
-        "(README), the project's images built from its Dockerfiles. Compose: "
-        f"`up -d --no-deps --scale webapp=N webapp`, 3 -> 6 -> 2 -> 3, {rounds} rounds, then "
-        f"{rounds} `docker kill` of a web container; swarm: `docker service scale` 4 -> 8 "
-        f"-> 4, {rounds} rounds. Each time runs from the command's return to HAProxy serving "
-        "exactly the running containers (`show servers state` over the shared admin socket; "
-        "for `docker kill`, to the killed one out of rotation); wrk (1 thread, 8 "
-        "connections) sent requests to HAProxy's published port during the scale rounds. "
-        "Swarm joins wait for the next full sweep of the /16 (config/poller-swarm.yaml: "
-        "every 30 s).\n\n" + text,
+        "(docs/CONTRIBUTING.md), the project's images built from its Dockerfiles. Each time "
+        "runs from the command's return to HAProxy serving exactly the running containers "
+        "(`show servers state` over the shared admin socket; for `docker kill`, to the killed "
+        "one out of rotation); wrk (1 thread, 8 connections) sent GETs to HAProxy's published "
+        "port meanwhile.\n\n"
+        f"Compose (/24, discovery every 1 s): `up -d --no-deps --scale webapp=N webapp`, "
+        f"3 -> 6 -> 2 -> 3, {rounds} rounds, then {rounds} `docker kill` of a web container.\n\n"
+        + text
+        + "\n\nSwarm (one node, the /16 overlay; full sweeps every 30 s, hot sweeps every "
+        "second): compose/stack.yml as shipped, and in the same run the same web service "
+        "behind HAProxy's own DNS service discovery, the peer a Swarm user would pick "
+        f"instead (`server-template web {PEER_SLOTS} tasks.<service>:3000` with poller's "
+        "server options, `resolvers` on Docker's DNS asked every second, `hold obsolete 0s`; "
+        "the rest of the config is poller's template: the same checks, retries, redispatch). "
+        f"The deploy, then `docker service scale` 4 -> 6 -> 2 -> 4, {rounds} rounds.\n\n" + beside,
     )
 
 

@@ -4,7 +4,9 @@
 header (fields whose value is unset are absent, as in the original). `GET /healthz` is the
 cheap path for probes. `POST /delay {"delay": ms}` slows every later request down.
 `POST /orders` counts an order (a side effect, for load tests of non-idempotent requests)
-and answers 201 with this node's count.
+and answers 201 with this node's count. `--fail-check-first SECONDS`: on SIGTERM, answer
+404 to `/healthz` for that long while serving as usual, then stop as usual (the other
+way to leave a load balancer, measured against the default in bench/drain.py).
 No session store: probing this node costs it nothing. SIGTERM stops it gracefully.
 
 Usage: python app.py [--bind ADDR] [--port 3000] [--tag T] [--id ID] [--status CODE] [--flap]
@@ -35,6 +37,7 @@ class Node:
         self.flap = flap
         self.answers = 0
         self.orders = 0
+        self.leaving = False  # SIGTERM seen, with --fail-check-first: /healthz answers 404
         self.delay_seconds = 0.0
         self.lock = threading.Lock()
 
@@ -101,6 +104,8 @@ def make_handler(node: Node) -> type[BaseHTTPRequestHandler]:
                 time.sleep(node.delay_seconds)
             status = node.status
             if self.path == "/healthz":
+                if node.leaving:
+                    status = 404
                 self._send(status, {"status": "ok" if status < 400 else "failing"})
                 return
             payload: dict[str, object] = {"hello": "world!", "ip": self.connection.getsockname()[0]}
@@ -177,11 +182,22 @@ def main() -> None:
     parser.add_argument("--host", default=os.environ.get("HOSTNAME", socket.gethostname()))
     parser.add_argument("--status", type=int, default=200, help="status every GET answers")
     parser.add_argument("--flap", action="store_true", help="answer 500 to every other GET")
+    parser.add_argument(
+        "--fail-check-first",
+        type=float,
+        default=float(os.environ.get("FAIL_CHECK_FIRST", "0")),
+        metavar="SECONDS",
+        help="on SIGTERM, answer 404 to /healthz this long before stopping",
+    )
     args = parser.parse_args()
     node = Node(args.tag, args.node_id, args.host, args.status, args.flap)
     server = Server((args.bind, args.port), make_handler(node))
 
     def stop(signum: int, frame: object) -> None:
+        if args.fail_check_first and not node.leaving:
+            node.leaving = True  # the check fails now; the listener closes later
+            threading.Timer(args.fail_check_first, stop, (signum, frame)).start()
+            return
         # Stop accepting at once (new connections are refused, so a load balancer retries
         # elsewhere), keep serving open connections for a grace, then close them as they
         # fall idle. (Answering `Connection: close` instead cost client errors through

@@ -53,6 +53,8 @@ def parse_servers_state(answer: str, backend: str) -> list[ServerState]:
         fields = line.split()
         if len(fields) < 19 or not fields[0].isdigit() or fields[1] != backend:
             continue
+        if fields[4] == "-":
+            continue  # no address (a server-template slot DNS has not filled): never poller's
         try:
             found.append(
                 ServerState(

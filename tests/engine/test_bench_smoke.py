@@ -1,4 +1,5 @@
-"""A smoke run of bench/engine.py's measurements, one round each, on the suite's engine."""
+"""A smoke run of bench/engine.py's measurements, one round each, on the suite's engine:
+compose, and the swarm stack beside HAProxy's DNS service discovery."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.engine import compose_rounds, swarm_rounds, table
+from bench.engine import compose_rounds, swarm_table, swarms, table
 from tests.support.engine import Engine
 
 pytestmark = [pytest.mark.engine, pytest.mark.timeout(900)]
@@ -14,8 +15,11 @@ pytestmark = [pytest.mark.engine, pytest.mark.timeout(900)]
 
 def test_engine_benchmark_smoke(engine: Engine, tmp_path: Path) -> None:
     compose = compose_rounds(engine, 1, tmp_path)
-    swarm = swarm_rounds(engine, 1, tmp_path)
-    text = table(compose, swarm)
+    poller, peer = swarms(engine, 1, tmp_path)
+    text = table(compose) + "\n" + swarm_table(poller, peer)
+    print(text)
     assert compose["failed"] == 0, text
-    assert swarm["failed"] == 0, text
+    assert poller["failed"] == 0, text
     assert "docker kill" in text
+    assert "scale 6 -> 2" in text
+    assert peer["requests"] > 0, text  # the peer served: its replicas were found by DNS

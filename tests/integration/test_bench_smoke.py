@@ -31,3 +31,12 @@ def test_slowstart_benchmark_smoke() -> None:
     assert float(on[1]) < float(off[1])  # ramped up instead
     assert off[-1].startswith("0 of ")
     assert on[-1].startswith("0 of ")
+
+
+def test_drain_benchmark_smoke() -> None:
+    rows = {row[0]: row for row in bench_rows("drain.py", "", timeout=300)}
+    closed, failing = rows["listener closed (the reference app)"], rows["check answers 404"]
+    for row in (closed, failing):
+        p50 = float(row[2].split(" / ")[0])
+        assert 0 < p50 < 2000  # HAProxy stopped sending it requests within its checks' time
+        assert row[3].startswith("0 of ")  # and no request failed either way

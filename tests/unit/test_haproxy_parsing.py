@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from poller.errors import HAProxyUnavailable
+from poller.endpoints import Endpoint
+from poller.errors import HAProxyError, HAProxyUnavailable
 from poller.haproxy.master import parse_show_proc
+from poller.haproxy.servers import ServerState, parse_servers_state
 
 SHOW_PROC = """#<PID>          <type>          <reloads>       <uptime>        <version>
 5552            master          2 [failed: 1]   0d00h03m39s     2.6.12-1+deb12u4
@@ -63,3 +65,25 @@ def test_a_failed_reload_is_explained_by_haproxys_alerts() -> None:
     assert (
         alerts("Success=0\n--\n[NOTICE] (1) : something else\n") == "[NOTICE] (1) : something else"
     )
+
+
+SERVERS_STATE = """1
+# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state ... srv_port ...
+4 nodes 1 n_10_42_0_7_3000 10.42.0.7 2 0 1 1 12 6 3 4 6 0 0 0 - 3000 - 0 0 - - 0
+4 nodes 2 web1 - 0 32 1 1 0 1 0 0 14 0 0 0 tasks.shop_web 3000 - 0 0 - - 0
+5 other 1 s1 10.42.0.9 2 0 1 1 12 6 3 4 6 0 0 0 - 8080 - 0 0 - - 0
+"""
+
+
+def test_servers_state_rows_of_the_backend_with_an_address() -> None:
+    """An unresolved server-template slot (address `-`) serves nothing and is never
+    poller's: skipped, not an error; other backends' rows are not this backend's."""
+    assert parse_servers_state(SERVERS_STATE, "nodes") == [
+        ServerState("n_10_42_0_7_3000", Endpoint("10.42.0.7", 3000), 2, 0)
+    ]
+
+
+def test_a_servers_state_row_that_does_not_parse_is_an_haproxy_error() -> None:
+    broken = SERVERS_STATE.replace("10.42.0.7 2 0", "10.42.0.7 up 0")
+    with pytest.raises(HAProxyError, match="unexpected `show servers state` row"):
+        parse_servers_state(broken, "nodes")
