@@ -58,6 +58,8 @@ class Reconciler:
         self.applying = asyncio.Lock()
         self.guarded: dict[str, Guarded] = {}  # by service: each has its own guard
         self.live: dict[str, frozenset[Endpoint]] = {}  # by backend: what HAProxy serves
+        # By backend: what HAProxy serves as far as poller knows for sure (read, or applied).
+        self.known: dict[str, frozenset[Endpoint]] = {}
         self.last_change: ChangeRecord | None = None
         self.in_step_mono: float | None = None
         self.backoff = BACKOFF_FIRST_SECONDS
@@ -67,7 +69,9 @@ class Reconciler:
         self.answered_once = False  # HAProxy's runtime API answered since the start
         self.aside: dict[Key, SetAside] = {}  # servers an operator put aside, by hand
         self.started = clock()
+        self.behind_since: dict[str, float] = {}  # by service: when HAProxy fell behind
         tracker.on_serving_change.append(self.changed.set)
+        tracker.on_serving_change.append(self.gauge_behind)
 
     async def run(self) -> None:
         while True:
@@ -105,6 +109,7 @@ class Reconciler:
             result = Result(self.applier.attempt, error=f"unexpected error: {exc!r}")
             self._failed(result, logged=True)
             return
+        self.gauge_behind()
         if result.method is not Method.OFFLINE:
             self.answered_once = True
         if result.ok:
@@ -158,10 +163,31 @@ class Reconciler:
             self.guarded[service.name] = guarded
             servers[service.backend] = guarded.servers
         self._gauge_holds()
+        if states is not None:
+            self.known = live
         result = await self.applier.apply(servers, states)
         if result.method is not Method.OFFLINE:
             self.live = servers  # what HAProxy serves now, even if the file is behind
+        if result.ok:
+            self.known = servers
         return result
+
+    def gauge_behind(self) -> None:
+        """How far what HAProxy serves (as last read or made) is from the pool's desired
+        set, per service, and since when: the divergence of this load balancer, seen
+        from its own poller. The operator's servers count neither way."""
+        for service in self.settings.resolved_services:
+            have = self.known.get(service.backend, frozenset())
+            mine = {a.endpoint for a in self.aside.values() if a.backend == service.backend}
+            desired = set(self.tracker.desired(service.name, have)) - mine
+            behind = len(desired ^ (have - mine))
+            if not behind:
+                self.behind_since.pop(service.name, None)
+            elif service.name not in self.behind_since:
+                self.behind_since[service.name] = self.wall()
+            self.metrics.behind.labels(service=service.name).set(behind)
+            since = self.behind_since.get(service.name, 0.0)
+            self.metrics.behind_since.labels(service=service.name).set(since)
 
     def _failed(self, result: Result, logged: bool = False) -> None:
         self.metrics.changes.labels(method=result.method, result="failed").inc()

@@ -28,26 +28,8 @@ async def validate(binary: str, text: str, beside: Path, before: Sequence[Path] 
     staged = files.stage(beside, text.encode())
     loaded = [word for path in before for word in ("-f", str(path))]
     try:
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                binary,
-                "-c",
-                *loaded,
-                "-f",
-                str(staged),
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-            )
-        except OSError as exc:
-            raise CheckUnavailable(f"cannot run {binary!r} to check the config: {exc}") from exc
-        try:
-            async with asyncio.timeout(CHECK_TIMEOUT_SECONDS):
-                output, _ = await proc.communicate()
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            raise CheckUnavailable(f"{binary} -c took over {CHECK_TIMEOUT_SECONDS:g} s") from None
-        if proc.returncode != 0:
+        code, output = await _haproxy(binary, "-c", *loaded, "-f", str(staged))
+        if code != 0:
             message = output.decode("utf-8", "replace").strip().replace(str(staged), "<staged>")
             raise ConfigRejected(
                 f"HAProxy rejected the rendered config: {message[:MAX_MESSAGE_CHARS]}"
@@ -59,19 +41,30 @@ async def validate(binary: str, text: str, beside: Path, before: Sequence[Path] 
 async def binary_version(binary: str) -> str:
     """What `haproxy -v` says first (`HAProxy version 3.0.11-1 ...`), "" if it cannot run."""
     try:
-        proc = await asyncio.create_subprocess_exec(
-            binary, "-v", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
-        )
-    except OSError:
+        _, output = await _haproxy(binary, "-v")
+    except CheckUnavailable:
         return ""
+    return output.decode("utf-8", "replace").partition("\n")[0].strip()
+
+
+async def _haproxy(binary: str, *args: str) -> tuple[int, bytes]:
+    """Run the HAProxy binary (bounded); its exit code and what it printed."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            binary, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        )
+    except OSError as exc:
+        raise CheckUnavailable(f"cannot run {binary!r} to check the config: {exc}") from exc
     try:
         async with asyncio.timeout(CHECK_TIMEOUT_SECONDS):
             output, _ = await proc.communicate()
     except TimeoutError:
         proc.kill()
         await proc.wait()
-        return ""
-    return output.decode("utf-8", "replace").partition("\n")[0].strip()
+        raise CheckUnavailable(
+            f"{binary} {args[0]} took over {CHECK_TIMEOUT_SECONDS:g} s"
+        ) from None
+    return proc.returncode or 0, output
 
 
 def major_minor(version: str) -> str | None:

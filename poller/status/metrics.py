@@ -75,6 +75,19 @@ class Metrics:
         self.haproxy_up = Gauge(
             "poller_haproxy_up", "1 when HAProxy's runtime API answered last time.", registry=r
         )
+        self.behind = Gauge(
+            "poller_haproxy_behind_servers",
+            "Servers by which what HAProxy serves differs from the pool's desired set, by "
+            "service (to add plus to remove; removals the guard holds count): 0 in step.",
+            ["service"],
+            registry=r,
+        )
+        self.behind_since = Gauge(
+            "poller_haproxy_behind_since_timestamp_seconds",
+            "Unix time HAProxy fell behind the pool's desired set, by service (0: in step).",
+            ["service"],
+            registry=r,
+        )
         self.haproxy_in_step = Gauge(
             "poller_haproxy_last_in_step_timestamp_seconds",
             "Unix time HAProxy was last brought or confirmed in step with the pool.",

@@ -229,3 +229,56 @@ def test_08_down_then_up_keeps_the_pool_without_a_reload_storm(project: ComposeP
     reloads, failed = project.haproxy().reloads()
     assert failed == 0
     assert reloads <= 1, f"{reloads} reloads after up"
+
+
+def test_09_a_changed_web_service_rolled_out_beside_the_old_loses_no_request(
+    project: ComposeProject, tmp_path: Path
+) -> None:
+    """The zero-downtime way to roll a changed web service out with compose
+    (docs/DEPLOYMENT.md): start the new replicas beside the old ones (`--no-recreate
+    --scale 2N`), wait until HAProxy serves them, then stop the old ones gracefully;
+    poller drains each. Then what plain `up -d` does to the same change: it recreates
+    the replicas itself; measured and printed, not asserted."""
+    follows(project, "steady before the rollout")
+    v2 = tmp_path / "v2.yml"
+    v2.write_text("services:\n  webapp:\n    environment:\n      TAG: demo-v2\n")
+    changed = ComposeProject(project.engine, project.name, project.file, (v2,))
+    old = project.containers("webapp")
+    assert len(old) == 3
+    with under_load(project, tmp_path) as load:
+        connected(project)
+        started = time.monotonic()
+        changed.compose("up", "-d", "--no-deps", "--no-recreate", "--scale", "webapp=6", "webapp")
+        wait_for(
+            lambda: len(project.addresses()) == 6 and served(project) == project.addresses(),
+            60,
+            "the old and the new replicas served",
+        )
+        project.engine.docker("stop", "--time", "15", *old)
+        project.engine.docker("rm", *old)
+        follows(project, "only the new replicas served")
+        rolled = time.monotonic() - started
+    requests, failed = load.result()
+    new = project.containers("webapp")
+    tags = {
+        project.engine.docker("inspect", "--format", "{{range .Config.Env}}{{.}} {{end}}", c)
+        .stdout.split("TAG=")[1]
+        .split()[0]
+        for c in new
+    }
+    print(f"rolled out beside the old in {rolled:.1f} s: {failed} of {requests} failed")
+    assert len(new) == 3
+    assert set(new).isdisjoint(old)
+    assert tags == {"demo-v2"}
+    assert requests > 0
+    assert failed == 0, f"{failed} of {requests} requests failed"
+    with under_load(project, tmp_path) as plain:
+        connected(project)
+        started = time.monotonic()
+        project.compose("up", "-d", "--no-deps", "webapp")  # back to TAG demo: recreated
+        follows(project, "the recreated replicas served")
+        recreated = time.monotonic() - started
+    requests, failed = plain.result()
+    print(
+        f"plain `up -d` recreated the service in {recreated:.1f} s: {failed} of {requests} failed"
+    )

@@ -530,3 +530,41 @@ def test_servers_set_aside_by_hand_are_kept_out_of_the_guards_arithmetic(
     assert made.holds == {}
     assert applier.asked == [{"nodes": frozenset({A})}]
     assert applier.asked_aside == [{"nodes": [serving(A), serving(B), serving(C)]}]
+
+
+def test_how_far_haproxy_is_behind_the_pool_is_a_metric_per_service_with_its_start(
+    tmp_path: Path,
+) -> None:
+    """The divergence of this load balancer: servers to add plus servers to remove, from
+    the moment the pool changed until HAProxy is known to serve the desired set (a
+    failed change leaves it behind, since the first moment)."""
+    clock = Clock()
+    failed = Result(Method.RUNTIME, error="HAProxy refused to delete nodes/n_b")
+    applier = FakeApplier(Result(Method.RUNTIME, ["n_a"]), failed)
+    applier.live = [serving(B)]
+    made = reconciler(tmp_path, clock, applier)
+
+    def changed(pool: Pool) -> None:
+        made.tracker.pools["default"] = pool
+        for callback in made.tracker.on_serving_change:
+            callback()
+
+    def behind() -> tuple[float, float]:
+        metrics = made.metrics
+        return (
+            sample(metrics, "poller_haproxy_behind_servers", service="default"),
+            sample(metrics, "poller_haproxy_behind_since_timestamp_seconds", service="default"),
+        )
+
+    changed(Pool({A: up(A), B: up(B)}))
+    assert behind() == (2, clock.wall())  # nothing known of HAProxy yet
+    asyncio.run(made.reconcile())  # HAProxy served B; A added
+    assert behind() == (0, 0)
+    clock.now += 5
+    changed(Pool({A: up(A)}))  # B left the pool
+    left = clock.wall()
+    assert behind() == (1, left)
+    clock.now += 1
+    applier.live = [serving(A), serving(B)]
+    asyncio.run(made.reconcile())  # its removal failed: still behind, since it left
+    assert behind() == (1, left)
