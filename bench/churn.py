@@ -266,7 +266,7 @@ def main() -> None:
         return
     write_section(
         "churn",
-        "## `poller run` under load: joins, leaves, deaths (issues 3 and 5)\n\n"
+        "## `poller run` under load: joins, leaves, deaths\n\n"
         f"Machine: {machine_description()}. Command: `python -m bench.churn` (in a private "
         "network namespace, loopback). HAProxy 2.6 master-worker, checks `inter 500ms fall 2`; "
         "poller interval 1 s, rise interval 0.1 s, discovery 1 s, rise 2, fall 2, "

@@ -118,7 +118,7 @@ def main() -> None:
         return
     write_section(
         "footprint",
-        "## The daemon's footprint at steady state (issues 5, 12)\n\n"
+        "## The daemon's footprint at steady state\n\n"
         f"Machine: {machine_description()}. Command: `sudo python -m bench.footprint`. "
         "The namespace lab with config/poller.yaml (members probed every second, rise "
         "interval 0.1 s); the /16 case sweeps every 30 s, as config/poller-swarm.yaml does. "

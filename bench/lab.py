@@ -183,7 +183,7 @@ def main() -> None:
         return
     write_section(
         "lab",
-        "## The compose stack in the namespace lab (issues 4 and 5)\n\n"
+        "## The compose stack in the namespace lab\n\n"
         f"Machine: {machine_description()}. Command: `sudo python -m bench.lab`. "
         "config/poller.yaml as shipped (interval 1 s, rise interval 0.1 s, discovery 1 s, "
         "rise 2, fall 2), `retry-on` enabled; lab links resolve addresses with one 100 ms "

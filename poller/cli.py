@@ -203,13 +203,12 @@ def _has_services(path: Path | None) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extras = parser.parse_known_args(argv)
-    if extras:  # said with the command's own usage, and what was likely meant
-        subcommand(parser, args.command).error(
-            unknown_flags(subcommand(parser, args.command), extras)
-        )
+    command = subcommand(parser, args.command)  # errors show the command's own usage
+    if extras:
+        command.error(unknown_flags(command, extras))
     problem = misused(args)
     if problem is not None:
-        subcommand(parser, args.command).error(problem)
+        command.error(problem)
     logs.configure(args.log_level)
     try:
         ad_hoc = args.command == "scan" and bool(args.port) and _has_services(args.config)

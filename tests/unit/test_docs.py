@@ -90,7 +90,7 @@ def test_no_internal_issue_tags_in_the_docs_and_benchmarks() -> None:
         f"{path.relative_to(ROOT)}: {line.strip()}"
         for path in [*(ROOT / "docs").glob("*.md"), *(ROOT / "bench").glob("*.py")]
         for line in path.read_text().splitlines()
-        if re.search(r"\(issue [0-9]", line)
+        if re.search(r"\(issues? [0-9]", line)
     ]
     assert tagged == []
 
