@@ -346,7 +346,8 @@ def main() -> None:
         "discovery",
         "## Discovery against nmap, in the namespace lab\n\n"
         f"Machine: {machine_description()}. Command: `sudo python -m bench.discovery` "
-        f"({rounds} rounds, tools alternating within each round). Each bridge holds 10 live "
+        f"({rounds} round{'s' if rounds != 1 else ''}, tools alternating within each round). "
+        "Each bridge holds 10 live "
         "web nodes spread over the subnet, one host that accepts and never answers, one "
         "host with port 3000 closed, the gateway, and the probe namespace every tool runs "
         "in (same namespace, same moment). Links resolve addresses with one 100 ms try "
