@@ -150,7 +150,7 @@ class Reconciler:
             have = live.get(service.backend, frozenset())
             desired = self.tracker.desired(service.name, have)
             # The operator's servers are left as they are, so they count neither way.
-            mine = {a.endpoint for a in self.aside.values() if a.backend == service.backend}
+            mine = self._aside_in(service.backend)
             previous = self.guarded.get(service.name)
             guarded = guard(
                 [e for e in desired if e not in mine],
@@ -172,13 +172,17 @@ class Reconciler:
             self.known = servers
         return result
 
+    def _aside_in(self, backend: str) -> set[Endpoint]:
+        """The servers of `backend` an operator put aside: they count neither way."""
+        return {a.endpoint for a in self.aside.values() if a.backend == backend}
+
     def gauge_behind(self) -> None:
         """How far what HAProxy serves (as last read or made) is from the pool's desired
         set, per service, and since when: the divergence of this load balancer, seen
         from its own poller. The operator's servers count neither way."""
         for service in self.settings.resolved_services:
             have = self.known.get(service.backend, frozenset())
-            mine = {a.endpoint for a in self.aside.values() if a.backend == service.backend}
+            mine = self._aside_in(service.backend)
             desired = set(self.tracker.desired(service.name, have)) - mine
             behind = len(desired ^ (have - mine))
             if not behind:

@@ -21,6 +21,11 @@ from typing import Any
 from tests.support.loopback import Lab
 
 SUBNET = "127.42.0.0/24"
+# config/poller.yaml's two services: web (backend `nodes`) and an API on 3001.
+SERVICES = [
+    {"name": "web", "ports": [3000], "backend": "nodes", "route": {"default": True}},
+    {"name": "api", "ports": [3001], "route": {"path_prefix": "/api"}},
+]
 SECONDS = 60.0
 HEARTBEAT_SECONDS = 6.0  # a line at least this often, so the demo is never silent long
 # (seconds from start, action, last octet, host name, what it shows)
@@ -108,11 +113,7 @@ def main() -> None:
             "probe": {"identity": {"json_field": "host"}},
             "discovery": {"interval_seconds": 1.0},
             "pool": {"interval_seconds": 1.0, "rise_interval_seconds": 0.1},
-            # config/poller.yaml's two services: web (backend `nodes`) and an API on 3001.
-            "services": [
-                {"name": "web", "ports": [3000], "backend": "nodes", "route": {"default": True}},
-                {"name": "api", "ports": [3001], "route": {"path_prefix": "/api"}},
-            ],
+            "services": SERVICES,
         },
     )
     stop = False

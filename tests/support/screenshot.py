@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from tests.support.demo import SERVICES
 from tests.support.labs import wait_for
 from tests.support.loopback import Lab
 
@@ -33,10 +34,6 @@ NODES = {  # address: identity (the demo node answers its host name, here a cont
 LATE = ("127.0.7.8", "0b7f3e9d1a25")
 API = {"127.0.7.9": "api-7c1e04b2", "127.0.7.10": "api-93fd5a61"}  # port 3001
 SET_ASIDE = "api/n_127_0_7_10_3001"  # put in maintenance by hand
-SERVICES = [
-    {"name": "web", "ports": [3000], "backend": "nodes", "route": {"default": True}},
-    {"name": "api", "ports": [3001], "route": {"path_prefix": "/api"}},
-]
 
 
 def states(lab: Lab) -> dict[str, str]:
