@@ -97,8 +97,9 @@ bench: venv               ## the benchmarks (minutes); results in docs/BENCHMARK
 	   scripts/in-private-netns $(PY) -m bench.services && \
 	   scripts/in-private-netns $(PY) -m bench.footprint && \
 	   scripts/in-private-netns $(PY) -m bench.hot && \
+	   $(PY) -m bench.members && \
 	   $(PY) -m bench.engine; \
-	 else echo "bench/lab.py, discovery.py, services.py, footprint.py, hot.py, engine.py need root (namespaces): sudo make bench"; fi
+	 else echo "bench/lab.py, discovery.py, services.py, footprint.py, hot.py, members.py, engine.py need root (namespaces): sudo make bench"; fi
 
 clean:                    ## remove the venv and the tools' caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

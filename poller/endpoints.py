@@ -16,7 +16,7 @@ import ipaddress
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 # IPv6 needs its brackets: `fd00::1:80` could be read two ways.
 _TEXT = re.compile(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([0-9.]+):(\d{1,5})")
@@ -43,7 +43,7 @@ class Endpoint:
     @classmethod
     def of(cls, address: str, port: int) -> Endpoint:
         """From an address in any valid spelling (made canonical); ValueError otherwise."""
-        return cls(str(ipaddress.ip_address(address)), port)
+        return cls(_canonical(address), port)
 
     def __str__(self) -> str:
         host = f"[{self.address}]" if ":" in self.address else self.address
@@ -77,3 +77,10 @@ class Endpoint:
 def ordered(endpoints: Iterable[Endpoint]) -> list[Endpoint]:
     """Distinct endpoints in the one order."""
     return sorted(set(endpoints))
+
+
+@lru_cache(maxsize=65536)
+def _canonical(address: str) -> str:
+    """An address as `ipaddress` prints it. Cached: HAProxy's answers name the same
+    thousands of servers twice a second (an invalid one raises, and is not cached)."""
+    return str(ipaddress.ip_address(address))

@@ -169,6 +169,23 @@ class PoolSettings(Section):
     forget_after_seconds: float = Field(
         default=300.0, ge=0, description="How long a DOWN member stays listed (in /pool)."
     )
+    haproxy_checks: bool = Field(
+        default=True,
+        description="Take HAProxy's own check of a member as poller's check while it "
+        "passes: poller reads every server's check result once per interval (one `show "
+        "servers state`) and probes only candidates, members HAProxy's check fails or does "
+        "not run, and each member itself every `verify_interval_seconds` (its identity). "
+        "Not used for a service whose probe has `expect_body` (HAProxy's check does not "
+        "read it). false: poller probes every member every interval.",
+    )
+    verify_interval_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="With `haproxy_checks`, the longest a member goes without a probe of "
+        "poller's own: how late an identity change that HAProxy's check cannot see (another "
+        "node answering at the same address, with no failed check between) is found.",
+    )
 
 
 class GuardSettings(Section):

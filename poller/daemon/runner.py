@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from poller.applying.borrowing import HAProxyChecks
 from poller.applying.executing import Applier
 from poller.applying.reconciling import Reconciler
 from poller.config import Settings
@@ -32,6 +33,7 @@ from poller.daemon.scheduling import Schedule
 from poller.discovery.discovering import Discoverer
 from poller.discovery.plans import SweepPlan, plan_sweep
 from poller.discovery.probing import Prober
+from poller.endpoints import Endpoint
 from poller.errors import ConfigError, DaemonFailed, PollerError
 from poller.haproxy.rendering import load_template
 from poller.pool.checking import Checker
@@ -67,7 +69,17 @@ class Daemon:
         self.tracker = Tracker(
             names, settings.pool, settings.state.path, self.metrics, self.history
         )
-        self.checkers = [Checker(self.tracker, n, lambda: self.prober, self.metrics) for n in names]
+        self.haproxy_checks = HAProxyChecks(lambda: self.applier.runtime, _max_age(settings))
+        self.checkers = [
+            Checker(
+                self.tracker,
+                n,
+                lambda: self.prober,
+                self.metrics,
+                vouched=lambda n=n: self._vouched(n),  # type: ignore[misc]
+            )
+            for n in names
+        ]
         self.discoverer = Discoverer(
             self.tracker, lambda: self.discovery, lambda: self.prober, self.metrics
         )
@@ -198,6 +210,7 @@ class Daemon:
         self.settings, self.discovery = settings, discovery
         self.prober = _prober(settings, self.discovery)
         self.applier.configure(settings, template)
+        self.haproxy_checks.max_age = _max_age(settings)
         self.tracker.configure(settings.pool, settings.state.path)
         self.reconciler.settings = settings
         self.schedule.configure(settings)
@@ -208,6 +221,15 @@ class Daemon:
         self.reconciler.changed.set()
         # Sweeps and checks under way still use the old prober: it closes after the last.
         await old.retire()
+
+    async def _vouched(self, service: str) -> frozenset[Endpoint]:
+        """The members of `service` HAProxy's own check passed lately: none when the
+        settings say not to borrow, or its probe reads a body HAProxy's check does not."""
+        settings = self.settings
+        wanted = [s for s in settings.resolved_services if s.name == service]
+        if not settings.pool.haproxy_checks or not wanted or wanted[0].probe.expect_body:
+            return frozenset()
+        return await self.haproxy_checks.passed(wanted[0].backend)
 
     def _export_settings(self) -> None:
         s = self.settings
@@ -267,6 +289,12 @@ class Daemon:
 
 def _json(record: SweepRecord | None) -> dict[str, Any] | None:
     return None if record is None else record.as_json()
+
+
+def _max_age(settings: Settings) -> float:
+    """How old a read of HAProxy's checks may be: half a member's interval, so a failed
+    HAProxy check is seen by the member's next due check."""
+    return settings.pool.interval_seconds / 2
 
 
 def _checker_name(checker: Checker, count: int) -> str:

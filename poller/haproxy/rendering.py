@@ -131,7 +131,15 @@ def _members(servers: Collection[Endpoint], disabled: Collection[str]) -> list[d
 
 
 def _check(probe: ProbeSettings) -> dict[str, Any]:
-    return {"method": probe.method, "path": probe.path, "headers": sorted(probe.headers.items())}
+    return {
+        "method": probe.method,
+        "path": probe.path,
+        "headers": sorted(probe.headers.items()),
+        # HAProxy's check accepts what poller's probe accepts (its own default: 2xx, 3xx).
+        "expect_status": ",".join(
+            str(low) if low == high else f"{low}-{high}" for low, high in probe.expect_status
+        ),
+    }
 
 
 _ENVIRONMENT = jinja2.Environment(

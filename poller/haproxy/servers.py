@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from poller.endpoints import Endpoint
 from poller.errors import HAProxyError
@@ -19,6 +19,12 @@ from poller.errors import HAProxyError
 ADMIN_MAINT = 0x01 | 0x02 | 0x20  # FMAINT | IMAINT | RMAINT
 ADMIN_DRAIN = 0x08 | 0x10  # FDRAIN | IDRAIN
 OP_STOPPED = 0
+OP_RUNNING = 2
+# srv_check_result (CHK_RES_*): the last health check passed, or passed conditionally.
+CHECK_PASSED = frozenset({3, 4})
+# srv_check_state bits (CHK_ST_*): configured and enabled, not paused by maintenance.
+CHECK_CONFIGURED_ENABLED = 0x02 | 0x04
+CHECK_PAUSED = 0x08
 
 
 @dataclass(frozen=True)
@@ -27,6 +33,22 @@ class ServerState:
     endpoint: Endpoint
     op_state: int  # 0 stopped, 1 starting, 2 running, 3 stopping
     admin_state: int
+    # What HAProxy's own check said last: an observation that moves every half second,
+    # not part of what a server is (two reads of an unchanged server compare equal).
+    check_result: int = field(default=0, compare=False)  # 2 failed, 3 passed, 4 conditionally
+    check_state: int = field(default=0, compare=False)  # CHK_ST_* flags
+
+    @property
+    def check_passed(self) -> bool:
+        """HAProxy's own health check runs on this server, its last one passed, and the
+        server is running and takes traffic: HAProxy vouches for it now."""
+        return (
+            self.op_state == OP_RUNNING
+            and self.ready
+            and self.check_result in CHECK_PASSED
+            and self.check_state & CHECK_CONFIGURED_ENABLED == CHECK_CONFIGURED_ENABLED
+            and not self.check_state & CHECK_PAUSED
+        )
 
     @property
     def ready(self) -> bool:
@@ -62,6 +84,8 @@ def parse_servers_state(answer: str, backend: str) -> list[ServerState]:
                     endpoint=Endpoint.of(fields[4], int(fields[18])),
                     op_state=int(fields[5]),
                     admin_state=int(fields[6]),
+                    check_result=int(fields[11]),
+                    check_state=int(fields[13]),
                 )
             )
         except ValueError as exc:

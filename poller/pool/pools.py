@@ -54,6 +54,7 @@ class Observation:
     outcome: Outcome | None = None
     latency_ms: float | None = None
     status: int | None = None
+    borrowed: bool = False  # HAProxy's own check, not a probe of poller's
 
 
 @dataclass(frozen=True)
@@ -129,10 +130,14 @@ def step(
             members.pop(seen.endpoint, None)
         else:
             members[seen.endpoint] = updated
-    for key, member in list(members.items()):
-        if member.state is State.DOWN and now - member.since >= rules.forget_after_seconds:
-            del members[key]
-            events.append(_event(EventKind.FORGOTTEN, member, now))
+    forgotten = [
+        m
+        for m in members.values()
+        if m.state is State.DOWN and now - m.since >= rules.forget_after_seconds
+    ]
+    for member in forgotten:
+        del members[member.endpoint]
+        events.append(_event(EventKind.FORGOTTEN, member, now))
     return Pool(members), events
 
 
@@ -147,6 +152,20 @@ def _event(kind: EventKind, member: Member, now: float, reason: str = "") -> Eve
 def _advance(
     member: Member | None, seen: Observation, now: float, rules: Rules, events: list[Event]
 ) -> Member | None:
+    if seen.borrowed and member is not None and member.state is State.UP:
+        # HAProxy's passed check of a member that is up: one more success, nothing else.
+        # It says when and what, not how fast: the member keeps the latency and status of
+        # poller's last own probe. (Built directly: thousands of these a second.)
+        kept = LastProbe(now, seen.outcome, member.last.latency_ms, member.last.status)
+        return Member(
+            member.endpoint,
+            member.identity,
+            State.UP,
+            member.successes + 1,
+            0,
+            member.since,
+            kept,
+        )
     last = LastProbe(now, seen.outcome, seen.latency_ms, seen.status)
     if member is not None and seen.healthy and _identity_changed(member, seen):
         events.append(

@@ -88,6 +88,11 @@ class Tracker:
         if self.account(SweepKind.CHECK, found):
             self.observe(service, decisions.observations(found.results, asked))
 
+    def vouched(self, service: str, endpoints: Collection[Endpoint]) -> None:
+        """HAProxy's own passed checks answer for these members of one service."""
+        self.metrics.borrowed.labels(service=service).inc(len(endpoints))
+        self.observe(service, decisions.borrowed(endpoints))
+
     def discovered(self, found: Sweep, kind: SweepKind = SweepKind.FULL) -> None:
         """A discovery sweep (full or hot) came back: healthy endpoints a service's pool
         does not know are its candidates (each result names its service)."""
@@ -127,16 +132,20 @@ class Tracker:
         return True
 
     def observe(self, service: str, observations: Sequence[Observation]) -> None:
-        pool = self.pools[service]
-        before = {m.endpoint for m in pool.serving()}
-        known = set(pool.members)
+        old = self.pools[service]
         rules = Rules(self.settings.rise, self.settings.fall, self.settings.forget_after_seconds)
-        pool, events = step(pool, observations, self.clock(), rules)
+        pool, events = step(old, observations, self.clock(), rules)
         self.pools[service] = pool
         for seen in observations:
-            if seen.endpoint in pool.members:
+            if seen.endpoint in pool.members and not seen.borrowed:
                 latency = seen.latency_ms if seen.healthy else None
                 self.history.probe((service, seen.endpoint), latency)
+        if not events and not _states_moved(old, pool, observations):
+            # Checks that changed nobody's state (nearly all of them): nothing else to
+            # tell, and nothing that costs a pass over every member.
+            return
+        before = {m.endpoint for m in old.serving()}
+        known = set(old.members)
         self.history.keep_only((name, e) for name, p in self.pools.items() for e in p.members)
         self.history.member_events(service, events, self.wall())
         for event in events:
@@ -211,3 +220,12 @@ class Tracker:
             except PollerError as exc:
                 log.error("cannot save state", extra={"fields": {"error": str(exc)}})
             self._written = taken
+
+
+def _states_moved(old: Pool, new: Pool, observations: Sequence[Observation]) -> bool:
+    """Whether a member observed changed state (falling is a state with no event)."""
+    for seen in observations:
+        was, now = old.members.get(seen.endpoint), new.members.get(seen.endpoint)
+        if (was is None) != (now is None) or (was and now and was.state is not now.state):
+            return True
+    return False

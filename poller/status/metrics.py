@@ -36,6 +36,12 @@ class Metrics:
         self.probes = Counter(
             "poller_probes_total", "Probes by result class.", ["result"], registry=r
         )
+        self.borrowed = Counter(
+            "poller_checks_borrowed_total",
+            "Member checks answered by HAProxy's own passed check instead of a probe.",
+            ["service"],
+            registry=r,
+        )
         self.changes = Counter(
             "poller_haproxy_changes_total",
             "Changes made to HAProxy by method (runtime, reload) and result.",

@@ -3,6 +3,9 @@
 "use strict";
 
 const REFRESH_MS = 1000;
+// At most this many rows are drawn each refresh: thousands of members stay a table a
+// browser redraws every second without freezing; search and the state filter narrow it.
+const ROW_LIMIT = 500;
 const SVG = "http://www.w3.org/2000/svg";
 let sortKey = "address";
 let sortUp = true;
@@ -134,7 +137,7 @@ function renderMembers(pool) {
   });
   const body = document.querySelector("#members tbody");
   const fragment = document.createDocumentFragment();
-  for (const m of rows) {
+  for (const m of rows.slice(0, ROW_LIMIT)) {
     const tr = el("tr");
     tr.dataset.member = `${m.address}:${m.port}`;
     tr.dataset.service = m.service;
@@ -151,7 +154,9 @@ function renderMembers(pool) {
     fragment.appendChild(tr);
   }
   body.replaceChildren(fragment);
-  document.getElementById("shown").textContent = `${rows.length} of ${pool.members.length} shown`;
+  document.getElementById("shown").textContent = rows.length > ROW_LIMIT
+    ? `the first ${ROW_LIMIT} of ${rows.length} matching shown (of ${pool.members.length}): search or filter to narrow`
+    : `${rows.length} of ${pool.members.length} shown`;
   markSort();
 }
 

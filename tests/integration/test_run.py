@@ -106,6 +106,31 @@ def test_crash_is_removed(lab: Lab) -> None:
     assert "member down" in lab.log("poller")
 
 
+def test_haproxys_passed_checks_stand_in_for_poller_probes_and_a_death_is_still_seen(
+    lab: Lab,
+) -> None:
+    lab.start_node(A, "a")
+    lab.start_node(B, "b")
+    lab.start_poller()
+    wait_for(lambda: serves(lab, A, B), 10, "HAProxy to serve A and B")
+    borrowed = 'service="default"'
+
+    def vouched(at_least: float) -> bool:
+        return lab.metric("poller_checks_borrowed_total", borrowed) >= at_least
+
+    wait_for(lambda: vouched(2), 10, "HAProxy's checks to answer for A and B")
+    probed = lab.metric("poller_probes_total", 'result="ok"')
+    now = lab.metric("poller_checks_borrowed_total", borrowed)
+    wait_for(lambda: vouched(now + 6), 10, "three more intervals of both")
+    # Each interval was HAProxy's word: poller sent A and B nothing (its own probe of a
+    # member comes once per pool.verify_interval_seconds, 60 s).
+    assert lab.metric("poller_probes_total", 'result="ok"') == probed
+    lab.stop_node(B, signal.SIGKILL)
+    wait_for(lambda: serves(lab, A), 10, "the killed node to leave")
+    assert "member down" in lab.log("poller")
+    assert lab.routed_hosts() == {"a"}
+
+
 def test_flapping_node_never_joins(lab: Lab) -> None:
     lab.start_node(A, "a")
     lab.start_node(C, "flappy", "--flap")  # every other answer is a 500
@@ -246,11 +271,13 @@ def test_restart_with_an_unchanged_pool_touches_nothing(lab: Lab) -> None:
     changed = {name: state for name, state in lab.servers().items()}
 
     lab.start_poller()
-    wait_for(
-        lambda: lab.metric("poller_sweeps_total", 'kind="check",result="ok"') >= 4,
-        10,
-        "several checks after the restart",
-    )
+
+    def checks() -> float:
+        # The first of poller's own probes, then HAProxy's passed checks standing in.
+        own = lab.metric("poller_sweeps_total", 'kind="check",result="ok"')
+        return own + lab.metric("poller_checks_borrowed_total", 'service="default"')
+
+    wait_for(lambda: checks() >= 4, 10, "several checks after the restart")
     assert lab.metric("poller_haproxy_changes_total") == 0  # no runtime change, no reload
     assert lab.reloads() == (0, 0)
     assert lab.config_path.read_bytes() == before
@@ -266,9 +293,13 @@ def test_corrupt_state_is_reported_and_haproxy_untouched(lab: Lab) -> None:
     lab.start_poller()
     wait_for(lambda: "state file ignored" in lab.log("poller"), 10, "the report")
     wait_for(
-        lambda: lab.metric("poller_sweeps_total", 'kind="check",result="ok"') >= 4,
+        lambda: (
+            lab.metric("poller_sweeps_total", 'kind="check",result="ok"')
+            + lab.metric("poller_checks_borrowed_total", 'service="default"')
+            >= 4
+        ),
         10,
-        "several checks",
+        "several checks (poller's own first, then HAProxy's standing in)",
     )
     assert lab.metric("poller_haproxy_changes_total") == 0
     assert serves(lab, A)

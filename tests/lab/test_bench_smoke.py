@@ -41,3 +41,14 @@ def test_services_benchmark_smoke() -> None:
     both = rows["2 services, one sweep (web :3000 + api :3001)"]
     assert both[4] == "web 10, api 5"  # the bench itself fails on a miss or an overflow
     assert "of two sweeps' wall" in both[5]
+
+
+def test_members_benchmark_smoke() -> None:
+    # 400 members on a /23: below the size that needs a larger neighbour table, which a
+    # test inside the suite's private namespace could not raise.
+    (row,) = bench_rows("members.py", "400", timeout=600)
+    assert row[1] == "HAProxy's (default)"
+    assert row[2] == "/23"
+    assert float(row[4]) < 10  # % of a core at rest
+    assert row[-2] == "0"  # no member missed, no killed one still served
+    assert row[-1] == "0"  # no neighbour-table overflow

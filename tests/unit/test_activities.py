@@ -8,6 +8,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import yaml
 
 from poller.applying.executing import Result
 from poller.applying.planning import Method
-from poller.config import Settings, load_settings
+from poller.config import PoolSettings, Settings, load_settings
 from poller.discovery.discovering import Discoverer
 from poller.endpoints import Endpoint
 from poller.errors import HAProxyError, HAProxyUnavailable
@@ -160,12 +161,41 @@ def test_how_often_a_member_is_checked_follows_its_state_and_last_result(
     assert decisions.due_at(member, pool) == pytest.approx(10.0 + interval * 0.95)
 
 
+def queued(
+    members: Pool, pool: PoolSettings, busy: set[Endpoint] | None = None
+) -> decisions.DueQueue:
+    queue = decisions.DueQueue()
+    queue.rebuild(members, pool, busy or set())
+    return queue
+
+
 def test_a_member_whose_check_is_in_flight_is_not_due_again() -> None:
     pool = settings().pool
     members = Pool({A: up(A), B: up(B)})
-    assert decisions.due(members, pool, 5.0) == [A, B]
-    assert decisions.due(members, pool, 5.0, busy={A}) == [B]
-    assert decisions.next_due(members, pool, busy={A, B}) is None
+    assert queued(members, pool).pop_due(members, pool, 5.0, set()) == [A, B]
+    assert queued(members, pool).pop_due(members, pool, 5.0, {A}) == [B]
+    assert queued(members, pool, {A, B}).wake_at() is None
+
+
+def test_the_queue_gives_each_due_member_once_and_wakes_when_the_first_pace_is_up() -> None:
+    pool = settings().pool
+    a = replace(up(A), last=LastProbe(10.0, Outcome.OK, 1.0, 200))
+    b = replace(up(B), last=LastProbe(10.04, Outcome.OK, 1.0, 200))  # within 5 % of A's
+    c = replace(up(C), last=LastProbe(10.5, Outcome.OK, 1.0, 200))
+    members = Pool({A: a, B: b, C: c})
+    queue = queued(members, pool)
+    assert queue.wake_at() == pytest.approx(11.0)  # A's pace fully up
+    assert queue.pop_due(members, pool, 10.9, set()) == []
+    assert queue.pop_due(members, pool, 11.0, set()) == [A, B]  # one batch
+    assert queue.wake_at() == pytest.approx(11.5)
+    # A was checked meanwhile by someone else: its old entry is put back, not taken.
+    later = Pool({**members.members, C: replace(c, last=LastProbe(11.4, Outcome.OK, 1.0, 200))})
+    assert queue.pop_due(later, pool, 11.5, set()) == []
+    assert queue.wake_at() == pytest.approx(12.4)
+    # A member gone is dropped; pushed members come out at their new time.
+    queue.push(replace(a, last=LastProbe(11.0, Outcome.OK, 1.0, 200)), pool)
+    assert queue.pop_due(Pool({C: c}), pool, 13.0, set()) == [C]
+    assert len(queue) == 0
 
 
 def test_a_member_restored_or_adopted_is_checked_at_once() -> None:
@@ -175,7 +205,7 @@ def test_a_member_restored_or_adopted_is_checked_at_once() -> None:
     assert adopted == Member(
         A, None, State.UP, 2, 0, 50.0, LastProbe(float("-inf"), Origin.ADOPTED, None, None)
     )
-    assert decisions.due(Pool({A: adopted}), pool, 0.0) == [A]
+    assert queued(Pool({A: adopted}), pool).pop_due(Pool({A: adopted}), pool, 0.0, set()) == [A]
 
 
 def test_haproxy_gets_a_new_member_only_after_its_own_probe_passed() -> None:
@@ -648,3 +678,74 @@ def test_a_probe_result_is_observed_with_everything_it_said() -> None:
     assert decisions.observation(result) == Observation(
         A, False, "c1", Outcome.UNEXPECTED_STATUS, 12.5, 503
     )
+
+
+# -- borrowing HAProxy's checks ------------------------------------------------------------
+
+
+def test_the_verify_interval_is_spread_over_its_last_quarter() -> None:
+    pool = settings().pool
+    endpoints = [Endpoint(f"10.0.{i // 250}.{i % 250}", 3000) for i in range(1000)]
+    afters = [decisions.verify_after(e, pool) for e in endpoints]
+    longest = pool.verify_interval_seconds
+    shortest = longest * (1 - decisions.VERIFY_SPREAD)
+    assert all(shortest <= a <= longest for a in afters)
+    # spread, not bunched: every tenth of the span holds some
+    span = longest - shortest
+    assert {min(9, int((a - shortest) / span * 10)) for a in afters} == set(range(10))
+
+
+def test_only_up_members_haproxy_vouches_for_and_lately_verified_are_borrowed() -> None:
+    pool_settings = settings().pool
+    rising = Member(B, None, State.RISING, 1, 0, 0.0, LastProbe(0.0, Outcome.OK, 1.0, 200))
+    falling = Member(C, None, State.FALLING, 0, 1, 0.0, LastProbe(0.0, Outcome.TIMEOUT, None, None))
+    d = Endpoint("10.0.0.4", 3000)
+    e = Endpoint("10.0.0.5", 3000)
+    f = Endpoint("10.0.0.6", 3000)
+    members = {A: _up(A), B: rising, C: falling, d: _up(d), e: _up(e), f: _up(f)}
+    now = 1000.0
+    verified = {A: now - 1, B: now - 1, C: now - 1, d: now - 1, e: now - 100}  # f: never
+    vouched = {A, B, C, e, f}  # not d
+    borrowed, probed = decisions.borrowable(
+        Pool(members), sorted(members), vouched, verified, now, pool_settings
+    )
+    assert borrowed == [A]
+    assert probed == [B, C, d, e, f]
+
+
+def _up(endpoint: Endpoint) -> Member:
+    return Member(endpoint, "x", State.UP, 2, 0, 0.0, LastProbe(0.0, Outcome.OK, 1.0, 200))
+
+
+class _Runtime:
+    def __init__(self, rows: list[ServerState] | Exception) -> None:
+        self.rows = rows
+        self.asked = 0
+
+    async def servers(self, backend: str) -> list[ServerState]:
+        self.asked += 1
+        if isinstance(self.rows, Exception):
+            raise self.rows
+        return self.rows
+
+
+def test_haproxys_checks_are_read_at_most_once_per_max_age_and_failures_vouch_for_none() -> None:
+    from poller.applying.borrowing import HAProxyChecks
+
+    now = [0.0]
+    passed = ServerState("a", A, 2, 0, 3, 6)
+    failed = ServerState("b", B, 0, 0, 2, 6)
+    runtime = _Runtime([passed, failed])
+    checks = HAProxyChecks(lambda: runtime, 0.5, lambda: now[0])  # type: ignore[arg-type, return-value]
+
+    async def scenario() -> None:
+        assert await checks.passed("nodes") == {A}
+        now[0] = 0.4
+        assert await checks.passed("nodes") == {A}
+        assert runtime.asked == 1  # shared within max_age
+        now[0] = 0.5
+        runtime.rows = HAProxyUnavailable("admin.sock: connection refused")
+        assert await checks.passed("nodes") == frozenset()  # nobody: poller probes all
+        assert runtime.asked == 2
+
+    asyncio.run(scenario())

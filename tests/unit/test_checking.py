@@ -141,14 +141,15 @@ def test_a_change_in_another_services_members_does_not_wake_the_checker(
 def recording_waits(
     expire: bool,
 ) -> tuple[list[float | None], Callable[[Any, float | None], Coroutine[Any, Any, Any]]]:
-    """A stand-in for the checker's `asyncio.wait_for` that records each timeout; with
-    `expire`, a timed wait ends at once (the test moves the fake clock instead)."""
+    """A stand-in for the checker's `woken` that records each timeout; with `expire`, a
+    timed wait ends at once (the test moves the fake clock instead)."""
     waits: list[float | None] = []
-    real_wait_for = asyncio.wait_for
+    real_woken = checking.woken
 
-    async def wait_for(awaitable: Any, timeout: float | None) -> Any:  # noqa: ASYNC109
+    async def wait_for(event: Any, timeout: float | None) -> Any:  # noqa: ASYNC109
         waits.append(timeout)
-        return await real_wait_for(awaitable, 0 if expire and timeout else timeout)
+        await asyncio.sleep(0)
+        return await real_woken(event, 0 if expire and timeout else timeout)
 
     return waits, wait_for
 
@@ -156,7 +157,8 @@ def recording_waits(
 def test_the_checker_sleeps_until_the_next_member_is_due(tmp_path: Path) -> None:
     clock = Clock()
     made = tracker(tmp_path, clock)
-    # Last probed now, interval 1 s: due 0.95 s later.
+    # Last probed now, interval 1 s: the checker wakes when its pace is up, 1 s later
+    # (and takes every member due by then: within 5 % of its own pace).
     made.pools["default"] = Pool(
         {A: replace(up(A), last=LastProbe(clock.now, Outcome.OK, 1.0, 200))}
     )
@@ -166,13 +168,13 @@ def test_the_checker_sleeps_until_the_next_member_is_due(tmp_path: Path) -> None
 
     async def scenario() -> None:
         await until(lambda: len(waits) >= 1)
-        assert waits[0] == pytest.approx(0.95)
+        assert waits[0] == pytest.approx(1.0)
         assert prober.batches == []
-        clock.now += 0.95
+        clock.now += 1.0
         await until(lambda: len(prober.batches) == 1)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(checking.asyncio, "wait_for", wait_for)
+        patch.setattr(checking, "woken", wait_for)
         running(checker.run, scenario)
 
 
@@ -192,7 +194,7 @@ def test_with_no_members_the_checker_waits_to_be_woken(tmp_path: Path) -> None:
         await until(lambda: len(prober.batches) == 1)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(checking.asyncio, "wait_for", wait_for)
+        patch.setattr(checking, "woken", wait_for)
         running(checker.run, scenario)
 
 
@@ -238,5 +240,96 @@ def test_the_pause_after_a_broken_batch_keeps_its_members_busy(
             await asyncio.sleep(0)
         assert checker.busy == {A}
         assert len(prober.batches) == 1  # no tight loop on a bug
+
+    running(checker.run, scenario)
+
+
+# -- HAProxy's own checks answering for members (`pool.haproxy_checks`) -------------------
+
+
+def borrowing(tmp_path: Path, vouched: set[Endpoint]) -> tuple[Clock, Checker, FakeProber]:
+    clock = Clock()
+    made = tracker(tmp_path, clock)
+    made.pools["default"] = Pool({A: up(A), B: up(B)})
+    prober = FakeProber()
+
+    async def haproxy_vouches() -> frozenset[Endpoint]:
+        return frozenset(vouched)
+
+    checker = Checker(
+        made,
+        "default",
+        lambda: prober,  # type: ignore[arg-type, return-value]
+        made.metrics,
+        clock,
+        vouched=haproxy_vouches,
+    )
+    return clock, checker, prober
+
+
+def test_a_member_haproxy_vouches_for_is_probed_once_then_only_to_verify(
+    tmp_path: Path,
+) -> None:
+    vouched = {A, B}
+    clock, checker, prober = borrowing(tmp_path, vouched)
+    made = checker.tracker
+    interval = made.settings.interval_seconds
+
+    async def scenario() -> None:
+        # Restored or adopted members were never probed by this process: probed first.
+        await until(lambda: len(prober.batches) == 1)
+        assert prober.batches == [([A, B], "default")]
+        # Then, while HAProxy's check passes, each interval is HAProxy's word.
+        for _ in range(5):
+            clock.now += interval
+            checker.wake.set()
+            await until(lambda: made.pools["default"].members[A].last.at == clock.now)
+        assert len(prober.batches) == 1
+        assert sample(made.metrics, "poller_checks_borrowed_total", service="default") == 10
+        assert made.pools["default"].members[A].last.latency_ms == 1.0  # its own probe's
+        # HAProxy's check of B fails: B is probed at its next due time, A is not.
+        vouched.discard(B)
+        clock.now += interval
+        checker.wake.set()
+        await until(lambda: len(prober.batches) == 2)
+        assert prober.batches[1] == ([B], "default")
+        # Past its verify interval, A is probed by poller itself again.
+        clock.now += made.settings.verify_interval_seconds
+        checker.wake.set()
+        await until(lambda: len(prober.batches) == 3)
+        assert prober.batches[2] == ([A, B], "default")
+
+    running(checker.run, scenario)
+
+
+def test_a_falling_member_is_probed_even_when_haproxy_vouches_for_it(tmp_path: Path) -> None:
+    clock, checker, prober = borrowing(tmp_path, {A, B})
+    prober.answer = lambda e: ProbeResult(e, Outcome.TIMEOUT, False, 500.0)
+    made = checker.tracker
+
+    async def scenario() -> None:
+        await until(lambda: made.pools["default"].members[A].state is State.FALLING)
+        prober.answer = ok
+        clock.now += made.settings.interval_seconds
+        checker.wake.set()
+        await until(lambda: len(prober.batches) == 2)
+        assert prober.batches[1] == ([A, B], "default")  # hysteresis counts own probes
+        await until(lambda: made.pools["default"].members[A].state is State.UP)
+
+    running(checker.run, scenario)
+
+
+def test_without_a_voucher_every_member_is_probed_each_interval(tmp_path: Path) -> None:
+    clock = Clock()
+    made = tracker(tmp_path, clock)
+    made.pools["default"] = Pool({A: up(A)})
+    prober = FakeProber()
+    checker = Checker(made, "default", lambda: prober, made.metrics, clock)  # type: ignore[arg-type, return-value]
+
+    async def scenario() -> None:
+        for count in (1, 2, 3):
+            await until(lambda c=count: len(prober.batches) == c)  # type: ignore[misc]
+            clock.now += made.settings.interval_seconds
+            checker.wake.set()
 
     running(checker.run, scenario)

@@ -79,7 +79,7 @@ def test_servers_state_rows_of_the_backend_with_an_address() -> None:
     """An unresolved server-template slot (address `-`) serves nothing and is never
     poller's: skipped, not an error; other backends' rows are not this backend's."""
     assert parse_servers_state(SERVERS_STATE, "nodes") == [
-        ServerState("n_10_42_0_7_3000", Endpoint("10.42.0.7", 3000), 2, 0)
+        ServerState("n_10_42_0_7_3000", Endpoint("10.42.0.7", 3000), 2, 0, 3, 6)
     ]
 
 
@@ -87,3 +87,21 @@ def test_a_servers_state_row_that_does_not_parse_is_an_haproxy_error() -> None:
     broken = SERVERS_STATE.replace("10.42.0.7 2 0", "10.42.0.7 up 0")
     with pytest.raises(HAProxyError, match="unexpected `show servers state` row"):
         parse_servers_state(broken, "nodes")
+
+
+# Rows a real HAProxy 2.6 gave: a server whose check passed, one whose check failed (a
+# 302 against `expect status 200-299`), one without `check`, one put in maintenance (its
+# check paused), and one drained.
+CHECKED_STATE = """1
+# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state ...
+3 b 1 up 127.0.0.1 2 0 1 1 2 15 3 4 6 0 0 0 - 18081 - 0 0 - - 0
+3 b 2 redir 127.0.0.1 0 0 1 1 3 17 2 0 6 0 0 0 - 18082 - 0 0 - - 0
+3 b 4 nochk 127.0.0.1 2 0 1 1 3 1 0 2 0 0 0 0 - 18083 - 0 0 - - 0
+3 b 5 m 127.0.0.1 0 1 1 1 1 15 3 0 14 0 0 0 - 18084 - 0 0 - - 0
+3 b 6 d 127.0.0.1 2 8 1 1 1 15 3 4 6 0 0 0 - 18085 - 0 0 - - 0
+"""
+
+
+def test_haproxy_vouches_only_for_a_running_server_whose_enabled_check_passed() -> None:
+    rows = {s.name: s.check_passed for s in parse_servers_state(CHECKED_STATE, "b")}
+    assert rows == {"up": True, "redir": False, "nochk": False, "m": False, "d": False}
