@@ -43,7 +43,7 @@ from bench.common import (
     save_figure,
     write_section,
 )
-from tests.support.netlab import NetLab, overflow_lines
+from tests.support.netlab import NetLab, kernel_log_mark, overflow_lines
 
 ODDNODES = ROOT / "tests" / "support" / "oddnodes.py"
 PLOT = ROOT / "docs" / "discovery-cost.png"
@@ -178,14 +178,14 @@ class DiscoveryLab:
     def run(self, tool: Tool) -> tuple[ChildRun, int, int]:
         """One run of `tool`: (the run, live nodes found, overflow lines gained); a run
         stopped at the tool's timeout has returncode -9."""
-        before = overflow_lines()
+        before = kernel_log_mark()
         argv = ["ip", "netns", "exec", self.probe_ns, *tool.argv(self.network, self.config)]
         run = run_child(argv, timeout=tool.timeout)
         if run.returncode == -9 and run.wall_seconds >= tool.timeout:
-            return run, 0, overflow_lines() - before
+            return run, 0, overflow_lines(since=before)
         if run.returncode != 0:
             raise RuntimeError(f"{tool.name} failed ({run.returncode}): {run.stderr[-2000:]}")
-        return run, len(tool.found(run.stdout) & self.live), overflow_lines() - before
+        return run, len(tool.found(run.stdout) & self.live), overflow_lines(since=before)
 
     def close(self) -> None:
         self.lab.close()

@@ -29,7 +29,7 @@ from bench.common import (
     write_section,
 )
 from tests.support.labs import wait_for
-from tests.support.netlab import NetLab, overflow_lines
+from tests.support.netlab import NetLab, kernel_log_mark, overflow_lines
 
 CASES = (
     # name, network, member hosts, discovery interval (s)
@@ -47,7 +47,7 @@ def measure(
     workdir: Path, name: str, network: str, hosts: tuple[int, ...], interval: float, window: float
 ) -> list[str]:
     lab = NetLab(workdir, network=network, prefix=f"pf{os.getpid() % 10000}", single_service=True)
-    before = overflow_lines()
+    before = kernel_log_mark()
     try:
         lab.start_haproxy()
         expected = set()
@@ -82,7 +82,7 @@ def measure(
         f"{sweep_sum / sweeps:.2f}" if sweeps else "-",
         f"{made / len(hosts) / elapsed:.2f}",
         f"{max(accepted) / elapsed:.2f}",
-        str(overflow_lines() - before),
+        str(overflow_lines(since=before)),
     ]
 
 

@@ -30,7 +30,7 @@ from bench.common import (
     write_section,
 )
 from tests.support.labs import current_connections, wait_for, wrk_failures
-from tests.support.netlab import NetLab, overflow_lines, sh
+from tests.support.netlab import NetLab, kernel_log_mark, overflow_lines, sh
 
 NETWORK = "10.79.0.0/16"
 FULL = 30.0
@@ -47,7 +47,7 @@ def packets_sent(lab: NetLab) -> int:
 def measure(workdir: Path, interval: float, joins: int, rest: float) -> list[str]:
     """One case: join times, failed requests, and the cost at rest (the row's cells)."""
     lab = NetLab(workdir, network=NETWORK, prefix=f"ph{os.getpid() % 10000}", single_service=True)
-    before = overflow_lines()
+    before = kernel_log_mark()
     try:
         lab.start_haproxy()
         for host in range(FIRST, FIRST + 3):
@@ -92,7 +92,7 @@ def measure(workdir: Path, interval: float, joins: int, rest: float) -> list[str
         f"{sent:,.0f}",
         f"{probes:,.0f}",
         "yes" if hot_targets else "no",
-        str(overflow_lines() - before),
+        str(overflow_lines(since=before)),
     ]
 
 

@@ -32,7 +32,7 @@ from bench.common import (
     write_section,
 )
 from tests.support.labs import current_connections, wait_for, wrk_failures
-from tests.support.netlab import NetLab, overflow_lines
+from tests.support.netlab import NetLab, kernel_log_mark, overflow_lines
 
 
 def churn(workdir: Path, events: int, path: str) -> list[list[str]]:
@@ -103,7 +103,7 @@ def wide(workdir: Path, network: str, hosts: tuple[int, ...]) -> list[str]:
         prefix=f"plw{os.getpid() % 10000}",
         single_service=True,
     )
-    before = overflow_lines()
+    before = kernel_log_mark()
     try:
         lab.start_haproxy()
         expected = set()
@@ -128,7 +128,7 @@ def wide(workdir: Path, network: str, hosts: tuple[int, ...]) -> list[str]:
         targets = 2 ** (32 - int(network.split("/")[1])) - 2 - 2
     finally:
         lab.close()
-    added = overflow_lines() - before
+    added = overflow_lines(since=before)
     return [
         network,
         f"{targets:,}",

@@ -53,7 +53,7 @@ from bench.common import (
     write_section,
 )
 from tests.support.labs import wait_for
-from tests.support.netlab import NetLab, overflow_lines, sh
+from tests.support.netlab import NetLab, kernel_log_mark, overflow_lines, sh
 
 SIZES = (100, 400, 1000, 2000)
 # Beside them, in the same run, poller probing every member itself every interval
@@ -344,9 +344,9 @@ def measure(sizes: Sequence[int], rest: float, probed: Sequence[int]) -> list[di
     runs = [(size, mode) for size in sizes for mode in (False, True) if not mode or size in probed]
     with tempfile.TemporaryDirectory(prefix="poller-members-bench-") as tmp:
         for size, mode in runs:
-            before = overflow_lines()
+            before = kernel_log_mark()
             result = one_size(Path(tmp), size, rest, probed=mode)
-            result["overflow"] = overflow_lines() - before
+            result["overflow"] = overflow_lines(since=before)
             results.append(result)
             print(markdown_table(HEADER, [row(result)]), file=sys.stderr, flush=True)
     return results

@@ -33,7 +33,7 @@ from bench.common import (
     write_section,
 )
 from bench.discovery import PROBE_HOST, DiscoveryLab, spread
-from tests.support.netlab import overflow_lines
+from tests.support.netlab import kernel_log_mark, overflow_lines
 
 NETWORKS = {"/24": "10.86.0.0/24", "/20": "10.87.0.0/20", "/16": "10.88.0.0/16"}
 WEB, API = 10, 5
@@ -74,7 +74,7 @@ def start_api_nodes(lab: DiscoveryLab) -> set[str]:
 
 
 def run(lab: DiscoveryLab, path: Path) -> tuple[ChildRun, dict[str, int], int]:
-    before = overflow_lines()
+    before = kernel_log_mark()
     argv = [sys.executable, "-m", "poller", "scan", "--config", str(path), "--json"]
     done = run_child(["ip", "netns", "exec", lab.probe_ns, *argv], timeout=600)
     if done.returncode != 0:
@@ -83,7 +83,7 @@ def run(lab: DiscoveryLab, path: Path) -> tuple[ChildRun, dict[str, int], int]:
     for result in json.loads(done.stdout)["results"]:
         if result["healthy"]:
             found[result["service"]] = found.get(result["service"], 0) + 1
-    return done, found, overflow_lines() - before
+    return done, found, overflow_lines(since=before)
 
 
 def main() -> None:

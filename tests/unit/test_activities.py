@@ -749,3 +749,30 @@ def test_haproxys_checks_are_read_at_most_once_per_max_age_and_failures_vouch_fo
         assert runtime.asked == 2
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("sections", "borrowed"),
+    [
+        ({}, True),
+        ({"pool": {"haproxy_checks": False}}, False),
+        ({"probe": {"expect_body": "hello"}}, False),  # HAProxy's check reads no body
+    ],
+)
+def test_whose_members_haproxys_checks_may_answer_for(
+    sections: dict[str, Any], borrowed: bool, tmp_path: Path
+) -> None:
+    from poller.daemon.runner import Daemon
+
+    made = settings(state={"path": str(tmp_path / "state.json")}, **sections)
+    daemon = Daemon(made, lambda: made)
+    asked: list[str] = []
+
+    async def passed(backend: str) -> frozenset[Endpoint]:
+        asked.append(backend)
+        return frozenset({A})
+
+    daemon.haproxy_checks.passed = passed  # type: ignore[method-assign]
+    answer = asyncio.run(daemon._vouched("default"))
+    assert answer == (frozenset({A}) if borrowed else frozenset())
+    assert asked == (["nodes"] if borrowed else [])

@@ -146,12 +146,12 @@ def recording_waits(
     waits: list[float | None] = []
     real_woken = checking.woken
 
-    async def wait_for(event: Any, timeout: float | None) -> Any:  # noqa: ASYNC109
+    async def stand_in(event: Any, timeout: float | None) -> Any:  # noqa: ASYNC109
         waits.append(timeout)
         await asyncio.sleep(0)
         return await real_woken(event, 0 if expire and timeout else timeout)
 
-    return waits, wait_for
+    return waits, stand_in
 
 
 def test_the_checker_sleeps_until_the_next_member_is_due(tmp_path: Path) -> None:
@@ -164,7 +164,7 @@ def test_the_checker_sleeps_until_the_next_member_is_due(tmp_path: Path) -> None
     )
     prober = FakeProber()
     checker = Checker(made, "default", lambda: prober, made.metrics, clock)  # type: ignore[arg-type, return-value]
-    waits, wait_for = recording_waits(expire=True)
+    waits, stand_in = recording_waits(expire=True)
 
     async def scenario() -> None:
         await until(lambda: len(waits) >= 1)
@@ -174,7 +174,7 @@ def test_the_checker_sleeps_until_the_next_member_is_due(tmp_path: Path) -> None
         await until(lambda: len(prober.batches) == 1)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(checking, "woken", wait_for)
+        patch.setattr(checking, "woken", stand_in)
         running(checker.run, scenario)
 
 
@@ -183,7 +183,7 @@ def test_with_no_members_the_checker_waits_to_be_woken(tmp_path: Path) -> None:
     made = tracker(tmp_path, clock)
     prober = FakeProber()
     checker = Checker(made, "default", lambda: prober, made.metrics, clock)  # type: ignore[arg-type, return-value]
-    waits, wait_for = recording_waits(expire=False)
+    waits, stand_in = recording_waits(expire=False)
 
     async def scenario() -> None:
         await until(lambda: len(waits) == 1)
@@ -194,7 +194,7 @@ def test_with_no_members_the_checker_waits_to_be_woken(tmp_path: Path) -> None:
         await until(lambda: len(prober.batches) == 1)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(checking, "woken", wait_for)
+        patch.setattr(checking, "woken", stand_in)
         running(checker.run, scenario)
 
 

@@ -228,3 +228,20 @@ def test_starts_stay_sorted_after_the_latest_start_not_any_other() -> None:
     assert [pacer.reserve(t) for t in (0.0, 1.0, 2.0)] == [0.0, 1.0, 2.0]
     assert pacer.finish(0, 0.0) == 2.0  # the plan starts from the latest start
     assert pacer.reserve(0.5) == 2.0  # the latest start, not the second
+
+
+def test_the_labs_overflow_check_counts_by_stamp_not_by_count() -> None:
+    """Every lab asserts no new 'neighbor table overflow' line: lines of before it (still
+    in the ring buffer, or leaving it) neither count nor hide a new one."""
+    from tests.support.netlab import count_overflows
+
+    log = (
+        "[   10.5] veth1: entered forwarding state\n"
+        "[   11.25] neighbour: arp_cache: neighbor table overflow!\n"
+        "[   12.0] heig: port 2 entered blocking state\n"
+        "neighbour: arp_cache: neighbor table overflow!\n"  # no stamp: always counts
+        "[   13.0] neighbour: arp_cache: neighbour table overflow!\n"
+    )
+    assert count_overflows(log, -1.0) == 3
+    assert count_overflows(log, 11.25) == 2
+    assert count_overflows(log, 13.0) == 1
