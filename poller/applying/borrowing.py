@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from poller.endpoints import Endpoint
 from poller.errors import PollerError
 from poller.haproxy.clients import RuntimeAPI
+from poller.haproxy.servers import OP_RUNNING
 
 
 class HAProxyChecks:
@@ -35,11 +36,13 @@ class HAProxyChecks:
         self.max_age = max_age
         self.clock = clock
         self.reads = 0
-        self._read: dict[str, tuple[float, frozenset[Endpoint]]] = {}
+        self._read: dict[str, tuple[float, Mapping[Endpoint, float]]] = {}
         self._lock = asyncio.Lock()  # batches at once share one read
 
-    async def passed(self, backend: str) -> frozenset[Endpoint]:
-        """The servers of `backend` whose last HAProxy check passed (none when HAProxy
+    async def passed(self, backend: str) -> Mapping[Endpoint, float]:
+        """The servers of `backend` whose last HAProxy check passed, each with the latest
+        time (this clock) its state may have changed: a member that went down and up
+        again since poller's own probe (a restart) is not vouched for (none when HAProxy
         cannot be asked)."""
         async with self._lock:
             asked = self.clock()
@@ -50,9 +53,16 @@ class HAProxyChecks:
             try:
                 servers = await self.runtime().servers(backend)
             except PollerError:
-                vouched: frozenset[Endpoint] = frozenset()
+                vouched: Mapping[Endpoint, float] = {}
             else:
-                vouched = frozenset(s.endpoint for s in servers if s.check_passed)
+                before = cached[1] if cached is not None else {}
+                # HAProxy says whole seconds: the change may be up to one second later.
+                vouched = {s.endpoint: asked - s.since_change for s in servers if s.check_passed}
+                vouched.update(
+                    (s.endpoint, before[s.endpoint])
+                    for s in servers
+                    if s.check_running and s.op_state == OP_RUNNING and s.endpoint in before
+                )
             # Dated when asked, not when answered: an answer is never taken as fresher.
             self._read[backend] = (asked, vouched)
             return vouched

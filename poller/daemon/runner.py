@@ -21,7 +21,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from poller.applying.borrowing import HAProxyChecks
@@ -222,13 +222,13 @@ class Daemon:
         # Sweeps and checks under way still use the old prober: it closes after the last.
         await old.retire()
 
-    async def _vouched(self, service: str) -> frozenset[Endpoint]:
+    async def _vouched(self, service: str) -> Mapping[Endpoint, float]:
         """The members of `service` HAProxy's own check passed lately: none when the
         settings say not to borrow, or its probe reads a body HAProxy's check does not."""
         settings = self.settings
         wanted = [s for s in settings.resolved_services if s.name == service]
         if not settings.pool.haproxy_checks or not wanted or wanted[0].probe.expect_body:
-            return frozenset()
+            return {}
         return await self.haproxy_checks.passed(wanted[0].backend)
 
     def _export_settings(self) -> None:

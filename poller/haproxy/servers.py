@@ -25,6 +25,7 @@ CHECK_PASSED = frozenset({3, 4})
 # srv_check_state bits (CHK_ST_*): configured and enabled, not paused by maintenance.
 CHECK_CONFIGURED_ENABLED = 0x02 | 0x04
 CHECK_PAUSED = 0x08
+CHECK_IN_PROGRESS = 0x01
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class ServerState:
     # not part of what a server is (two reads of an unchanged server compare equal).
     check_result: int = field(default=0, compare=False)  # 2 failed, 3 passed, 4 conditionally
     check_state: int = field(default=0, compare=False)  # CHK_ST_* flags
+    since_change: int = field(default=0, compare=False)  # s since its last UP/DOWN change
 
     @property
     def check_passed(self) -> bool:
@@ -49,6 +51,12 @@ class ServerState:
             and self.check_state & CHECK_CONFIGURED_ENABLED == CHECK_CONFIGURED_ENABLED
             and not self.check_state & CHECK_PAUSED
         )
+
+    @property
+    def check_running(self) -> bool:
+        """A check of this server is under way and has no result yet (HAProxy forgets the
+        last one while it runs): the last read's verdict stands."""
+        return self.check_result == 0 and bool(self.check_state & CHECK_IN_PROGRESS)
 
     @property
     def ready(self) -> bool:
@@ -86,6 +94,7 @@ def parse_servers_state(answer: str, backend: str) -> list[ServerState]:
                     admin_state=int(fields[6]),
                     check_result=int(fields[11]),
                     check_state=int(fields[13]),
+                    since_change=int(fields[9]),
                 )
             )
         except ValueError as exc:

@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from poller.discovery.probing import Prober
 from poller.endpoints import Endpoint
@@ -48,7 +48,7 @@ class Checker:
         prober: Callable[[], Prober],
         metrics: Metrics,
         clock: Callable[[], float] = time.monotonic,
-        vouched: Callable[[], Awaitable[frozenset[Endpoint]]] | None = None,
+        vouched: Callable[[], Awaitable[Mapping[Endpoint, float]]] | None = None,
     ) -> None:
         """`vouched`: the members HAProxy's own check passed lately (None: probe all)."""
         self.tracker = tracker

@@ -112,15 +112,16 @@ def verify_after(endpoint: Endpoint, settings: PoolSettings) -> float:
 def borrowable(
     pool: Pool,
     members: Iterable[Endpoint],
-    vouched: Collection[Endpoint],
+    vouched: Mapping[Endpoint, float],
     verified: Mapping[Endpoint, float],
     now: float,
     settings: PoolSettings,
 ) -> tuple[list[Endpoint], list[Endpoint]]:
     """Split members due for a check into (borrowed, probed): HAProxy's passed check
     answers for a member that is UP (not rising, falling or down: hysteresis counts
-    poller's own probes), that HAProxy `vouched` for, and whose own probe passed within
-    its `verify_after` (`verified`: when each last did). Poller probes the rest."""
+    poller's own probes), that HAProxy `vouched` for without a change of its state since
+    poller's own probe last passed (`verified`; `vouched` maps to the latest time the
+    state may have changed), and within its `verify_after`. Poller probes the rest."""
     borrowed, probed = [], []
     for endpoint in members:
         member = pool.members.get(endpoint)
@@ -130,6 +131,7 @@ def borrowable(
             and member.state is State.UP
             and endpoint in vouched
             and own is not None
+            and vouched[endpoint] < own
             and now - own < verify_after(endpoint, settings)
         ):
             borrowed.append(endpoint)

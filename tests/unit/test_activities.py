@@ -705,12 +705,16 @@ def test_only_up_members_haproxy_vouches_for_and_lately_verified_are_borrowed() 
     members = {A: _up(A), B: rising, C: falling, d: _up(d), e: _up(e), f: _up(f)}
     now = 1000.0
     verified = {A: now - 1, B: now - 1, C: now - 1, d: now - 1, e: now - 100}  # f: never
-    vouched = {A, B, C, e, f}  # not d
+    g = Endpoint("10.0.0.7", 3000)
+    members[g] = _up(g)
+    verified[g] = now - 1
+    # not d; g went down and up again in HAProxy after its own probe (a restart)
+    vouched = {A: 0.0, B: 0.0, C: 0.0, e: 0.0, f: 0.0, g: now - 0.5}
     borrowed, probed = decisions.borrowable(
         Pool(members), sorted(members), vouched, verified, now, pool_settings
     )
     assert borrowed == [A]
-    assert probed == [B, C, d, e, f]
+    assert probed == [B, C, d, e, f, g]
 
 
 def _up(endpoint: Endpoint) -> Member:
@@ -733,20 +737,24 @@ def test_haproxys_checks_are_read_at_most_once_per_max_age_and_failures_vouch_fo
     from poller.applying.borrowing import HAProxyChecks
 
     now = [0.0]
-    passed = ServerState("a", A, 2, 0, 3, 6)
+    passed = ServerState("a", A, 2, 0, 3, 6, since_change=40)
     failed = ServerState("b", B, 0, 0, 2, 6)
+    running = ServerState("a", A, 2, 0, 0, 7, since_change=40)  # a check under way
     runtime = _Runtime([passed, failed])
     checks = HAProxyChecks(lambda: runtime, 0.5, lambda: now[0])  # type: ignore[arg-type, return-value]
 
     async def scenario() -> None:
-        assert await checks.passed("nodes") == {A}
+        assert await checks.passed("nodes") == {A: -40.0}  # up for 40 s
         now[0] = 0.4
-        assert await checks.passed("nodes") == {A}
+        assert await checks.passed("nodes") == {A: -40.0}
         assert runtime.asked == 1  # shared within max_age
         now[0] = 0.5
+        runtime.rows = [running, failed]
+        assert await checks.passed("nodes") == {A: -40.0}  # the last verdict stands
+        now[0] = 1.0
         runtime.rows = HAProxyUnavailable("admin.sock: connection refused")
-        assert await checks.passed("nodes") == frozenset()  # nobody: poller probes all
-        assert runtime.asked == 2
+        assert await checks.passed("nodes") == {}  # nobody: poller probes all
+        assert runtime.asked == 3
 
     asyncio.run(scenario())
 
@@ -768,11 +776,11 @@ def test_whose_members_haproxys_checks_may_answer_for(
     daemon = Daemon(made, lambda: made)
     asked: list[str] = []
 
-    async def passed(backend: str) -> frozenset[Endpoint]:
+    async def passed(backend: str) -> dict[Endpoint, float]:
         asked.append(backend)
-        return frozenset({A})
+        return {A: 0.0}
 
     daemon.haproxy_checks.passed = passed  # type: ignore[method-assign]
     answer = asyncio.run(daemon._vouched("default"))
-    assert answer == (frozenset({A}) if borrowed else frozenset())
+    assert answer == ({A: 0.0} if borrowed else {})
     assert asked == (["nodes"] if borrowed else [])

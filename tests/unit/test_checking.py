@@ -253,8 +253,8 @@ def borrowing(tmp_path: Path, vouched: set[Endpoint]) -> tuple[Clock, Checker, F
     made.pools["default"] = Pool({A: up(A), B: up(B)})
     prober = FakeProber()
 
-    async def haproxy_vouches() -> frozenset[Endpoint]:
-        return frozenset(vouched)
+    async def haproxy_vouches() -> dict[Endpoint, float]:
+        return {e: 0.0 for e in vouched}  # up in HAProxy since before the test
 
     checker = Checker(
         made,
