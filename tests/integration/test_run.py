@@ -118,7 +118,9 @@ def test_haproxys_passed_checks_stand_in_for_poller_probes_and_a_death_is_still_
     def vouched(at_least: float) -> bool:
         return lab.metric("poller_checks_borrowed_total", borrowed) >= at_least
 
-    wait_for(lambda: vouched(2), 10, "HAProxy's checks to answer for A and B")
+    # Once HAProxy's own state of each server is older than poller's last probe of it
+    # (HAProxy dates it in whole seconds: a joiner may get one more probe first).
+    wait_for(lambda: vouched(6), 10, "HAProxy's checks to answer for A and B")
     probed = lab.metric("poller_probes_total", 'result="ok"')
     now = lab.metric("poller_checks_borrowed_total", borrowed)
     wait_for(lambda: vouched(now + 6), 10, "three more intervals of both")
