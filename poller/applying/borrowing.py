@@ -5,8 +5,8 @@ almost no cost; poller probing the same members again every interval was most of
 poller spent at a few hundred members. So the checker asks here, before each batch,
 whose last HAProxy check passed (the server running and taking traffic, its check
 enabled and not paused), and takes that as a passed check of those members instead of
-probing them (docs/SCALING.md, "Per member"). One `show servers state` per backend is
-read at most every `max_age` seconds, shared by every batch in between. A read that
+probing them (docs/SCALING.md, "Many members on one poller"). One `show servers state`
+per backend is read at most every `max_age` seconds, shared by every batch in between. A read that
 fails (HAProxy restarting, no runtime API) vouches for nobody: poller probes every member
 itself, as without this.
 """
@@ -35,7 +35,6 @@ class HAProxyChecks:
         self.runtime = runtime
         self.max_age = max_age
         self.clock = clock
-        self.reads = 0
         self._read: dict[str, tuple[float, Mapping[Endpoint, float]]] = {}
         self._lock = asyncio.Lock()  # batches at once share one read
 
@@ -49,7 +48,6 @@ class HAProxyChecks:
             cached = self._read.get(backend)
             if cached is not None and asked - cached[0] < self.max_age:
                 return cached[1]
-            self.reads += 1
             try:
                 servers = await self.runtime().servers(backend)
             except PollerError:
