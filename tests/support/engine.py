@@ -502,8 +502,9 @@ def join_swarm(engine: Engine, address: str = "127.0.0.1") -> str:
 
 
 def served(stack: ComposeProject | SwarmStack) -> set[str]:
-    """What the stack's HAProxy serves; nothing while its sockets are not there yet."""
+    """What the stack's HAProxy serves; nothing while its volume or sockets are not there
+    yet (a node's global services start after the manager says its tasks run)."""
     try:
         return stack.haproxy().serving()
-    except OSError:
+    except (OSError, RuntimeError):
         return set()
