@@ -67,6 +67,7 @@ PEER_RESOLVERS = """resolvers docker
 
 """
 PEER_SLOTS = 16
+RUNS = ("poller", "probes only", "peer")  # the swarm table's columns, in order
 CONFIG_TARGET, RUN_DIR = "/usr/local/etc/haproxy/haproxy.cfg", "/var/run/haproxy"
 MASTER = f"{RUN_DIR}/master.sock,mode,660"
 
@@ -192,6 +193,9 @@ def swarm_rounds(
             wait_for(lambda: stack.haproxy().connections() > 0, 10, "wrk to connect")
             for _ in range(rounds):
                 for replicas, kind in SWARM_STEPS:
+                    # Each step from rest: every replica healthy, so listed in Docker's
+                    # DNS (a task is listed once its HEALTHCHECK passed, within 10 s).
+                    wait_for(lambda: stack.healthy() == len(stack.addresses()), 60, "healthy")
                     followed, out = _scale_watched(stack, replicas)
                     times[kind].append(followed)
                     if out is not None:
@@ -202,19 +206,40 @@ def swarm_rounds(
     return {"times": times, "requests": requests, "failed": failed}
 
 
+def probes_only_stack(engine: Engine, workdir: Path, name: str) -> SwarmStack:
+    """compose/stack.yml as shipped but for poller's settings: no `discovery.dns_names`,
+    so a leaving replica is seen only when its probes fail (poller before DNS hints)."""
+    settings = yaml.safe_load((ROOT / "config" / "poller-swarm.yaml").read_text())
+    del settings["discovery"]["dns_names"]
+    directory = workdir / "probes-only"
+    directory.mkdir(exist_ok=True)
+    (directory / "poller.yaml").write_text(yaml.safe_dump(settings))
+    document = yaml.safe_load((ROOT / "compose" / "stack.yml").read_text())
+    document["configs"]["poller-swarm"]["file"] = str(directory / "poller.yaml")
+    (directory / "stack.yml").write_text(yaml.safe_dump(document, sort_keys=False))
+    return SwarmStack(engine, name=name, file=directory / "stack.yml")
+
+
 def swarms(
-    engine: Engine, rounds: int, workdir: Path
-) -> tuple[dict[str, object], dict[str, object]]:
-    """poller's stack and the DNS peer, one after the other on one swarm."""
+    engine: Engine, rounds: int, workdir: Path, probes_only: bool = True
+) -> dict[str, dict[str, object]]:
+    """poller's stack as shipped, the same without DNS hints (unless `probes_only` is
+    False: the suite's smoke run saves its minutes), and the DNS peer, one after the other
+    on one swarm."""
     join_swarm(engine)
     try:
         ours = SwarmStack(engine, name="benchstack")
         ours.build_images()
-        poller = swarm_rounds(engine, rounds, workdir, ours)
-        peer = swarm_rounds(engine, rounds, workdir, peer_stack(engine, workdir, "benchpeer"))
+        runs = {"poller": swarm_rounds(engine, rounds, workdir, ours)}
+        if probes_only:
+            stack = probes_only_stack(engine, workdir, "benchprobes")
+            runs["probes only"] = swarm_rounds(engine, rounds, workdir, stack)
+        runs["peer"] = swarm_rounds(
+            engine, rounds, workdir, peer_stack(engine, workdir, "benchpeer")
+        )
+        return runs
     finally:
         engine.docker("swarm", "leave", "--force", check=False)
-    return poller, peer
 
 
 def _cell(values: list[float]) -> str:
@@ -240,10 +265,13 @@ def table(compose: dict[str, object]) -> str:
     return markdown_table(["event", "n", "followed in s (p50 / p95 / max)"], rows)
 
 
-def swarm_table(poller: dict[str, object], peer: dict[str, object]) -> str:
-    """poller's stack beside HAProxy's DNS discovery, and the ratio of their medians."""
-    ours, theirs = poller["times"], peer["times"]
+def swarm_table(runs: dict[str, dict[str, object]]) -> str:
+    """poller's stack (with and without DNS hints) beside HAProxy's DNS discovery, and the
+    ratio of the peer's median to poller's as shipped."""
+    none: dict[str, list[float]] = {}
+    ours, bare, theirs = (runs.get(k, {"times": none})["times"] for k in RUNS)
     assert isinstance(ours, dict)
+    assert isinstance(bare, dict)
     assert isinstance(theirs, dict)
     rows = []
     for kind in ["deploy", *(kind for _, kind in SWARM_STEPS), "out of rotation"]:
@@ -252,24 +280,17 @@ def swarm_table(poller: dict[str, object], peer: dict[str, object]) -> str:
             "out of rotation": "scale 6 -> 2: the 4 that went out of rotation",
         }.get(kind, f"scale {kind}")
         ratio = median(theirs[kind]) / median(ours[kind]) if ours[kind] and theirs[kind] else 0
-        rows.append(
-            [event, str(len(ours[kind])), _cell(ours[kind]), _cell(theirs[kind]), f"{ratio:.1f}x"]
-        )
-    rows.append(
-        [
-            "requests failed (wrk)",
-            "-",
-            f"{poller['failed']} of {poller['requests']:,}",
-            f"{peer['failed']} of {peer['requests']:,}",
-            "",
-        ]
-    )
+        cells = [_cell(times.get(kind, [])) for times in (ours, bare, theirs)]
+        rows.append([event, str(len(ours[kind])), *cells, f"{ratio:.1f}x"])
+    failed = [f"{r['failed']} of {r['requests']:,}" if (r := runs.get(k)) else "-" for k in RUNS]
+    rows.append(["requests failed (wrk)", "-", *failed, ""])
     return markdown_table(
         [
             "event",
             "n",
             "poller: s (p50 / p95 / max)",
-            "DNS peer: s (p50 / p95 / max)",
+            "poller, probes only (no dns_names)",
+            "DNS peer",
             "peer / poller",
         ],
         rows,
@@ -295,8 +316,8 @@ def main() -> None:
         running("bench") as engine,
     ):
         compose = compose_rounds(engine, rounds, Path(tmp))
-        poller, peer = swarms(engine, rounds, Path(tmp))
-    text, beside = table(compose), swarm_table(poller, peer)
+        runs = swarms(engine, rounds, Path(tmp))
+    text, beside = table(compose), swarm_table(runs)
     print(text + "\n" + beside)
     if args.smoke:
         return
@@ -314,12 +335,15 @@ def main() -> None:
         f"3 -> 6 -> 2 -> 3, {rounds} rounds, then {rounds} `docker kill` of a web container.\n\n"
         + text
         + "\n\nSwarm (one node, the /16 overlay; full sweeps every 30 s, hot sweeps every "
-        "second): compose/stack.yml as shipped, and in the same run the same web service "
-        "behind HAProxy's own DNS service discovery, the peer a Swarm user would pick "
-        f"instead (`server-template web {PEER_SLOTS} tasks.<service>:3000` with poller's "
-        "server options, `resolvers` on Docker's DNS asked every second, `hold obsolete 0s`; "
-        "the rest of the config is poller's template: the same checks, retries, redispatch). "
-        f"The deploy, then `docker service scale` 4 -> 6 -> 2 -> 4, {rounds} rounds.\n\n" + beside,
+        "second): compose/stack.yml as shipped (`discovery.dns_names: [tasks.webapp]`), "
+        "the same without `dns_names` (poller sees a replica leave only when its probes "
+        "fail), and in the same run the same web service behind HAProxy's own DNS service "
+        "discovery, the peer a Swarm user would pick instead (`server-template web "
+        f"{PEER_SLOTS} tasks.<service>:3000` with poller's server options, `resolvers` on "
+        "Docker's DNS asked every second, `hold obsolete 0s`; the rest of the config is "
+        "poller's template: the same checks, retries, redispatch). The deploy, then `docker "
+        f"service scale` 4 -> 6 -> 2 -> 4, {rounds} rounds, each step from rest (every "
+        "replica healthy: Swarm lists a task in its DNS once its HEALTHCHECK passed).\n\n" + beside,
     )
 
 

@@ -152,12 +152,14 @@ class Reconciler:
             # The operator's servers are left as they are, so they count neither way.
             mine = self._aside_in(service.backend)
             previous = self.guarded.get(service.name)
+            leaving = self.tracker.leaving
             guarded = guard(
                 [e for e in desired if e not in mine],
                 have - mine,
                 self.settings.guard,
                 self.clock(),
                 previous,
+                announced=[e for e in have if e.address in leaving],
             )
             self._report_hold(service.name, guarded.hold)
             self.guarded[service.name] = guarded

@@ -5,6 +5,7 @@ state file.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -13,6 +14,9 @@ from pydantic import Field, field_validator
 
 from poller.config.values import Section, as_list, distinct_ports
 from poller.discovery.targets import parse_address_set_item
+
+# One label of a host name; `_` too, which Docker's service names may hold.
+_DNS_LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
 
 
 class DiscoverySettings(Section):
@@ -119,7 +123,35 @@ class DiscoverySettings(Section):
         "at most a quarter of it unresolved at once.",
     )
 
-    _split = field_validator("subnets", "exclude", "ports", mode="before")(as_list)
+    dns_names: tuple[str, ...] = Field(
+        default=(),
+        max_length=16,
+        description="DNS names that list the service's live replicas, asked every "
+        "dns_interval_seconds: on Docker Swarm `tasks.<service>` (Docker's DNS). Swarm "
+        "takes a task out of that answer about 2 s before it stops it, so a member whose "
+        "address leaves the answer is taken out of rotation at once (drained and removed) "
+        "instead of after its probes fail. A hint only: it adds no target, and a failed or "
+        "empty answer, or one naming none of the pool, changes nothing. Empty: not used.",
+    )
+    dns_interval_seconds: float = Field(
+        default=0.5,
+        ge=0.1,
+        le=60,
+        description="Time between two rounds of dns_names lookups.",
+    )
+
+    _split = field_validator("subnets", "exclude", "ports", "dns_names", mode="before")(as_list)
+
+    @field_validator("dns_names")
+    @classmethod
+    def _check_dns_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            labels = name.rstrip(".").split(".")
+            if len(name) > 253 or not all(_DNS_LABEL.fullmatch(label) for label in labels):
+                raise ValueError(f"{name!r} is not a DNS name (letters, digits, - and _)")
+        if len(set(value)) != len(value):
+            raise ValueError("a name is listed twice")
+        return value
 
     @field_validator("subnets")
     @classmethod

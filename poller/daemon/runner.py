@@ -30,6 +30,7 @@ from poller.applying.reconciling import Reconciler
 from poller.config import Settings
 from poller.daemon import clocks
 from poller.daemon.scheduling import Schedule
+from poller.discovery.departing import DepartureWatcher
 from poller.discovery.discovering import Discoverer
 from poller.discovery.plans import SweepPlan, plan_sweep
 from poller.discovery.probing import Prober
@@ -83,6 +84,9 @@ class Daemon:
         self.discoverer = Discoverer(
             self.tracker, lambda: self.discovery, lambda: self.prober, self.metrics
         )
+        self.departures = DepartureWatcher(
+            self.tracker, self.metrics, lambda: self.settings.discovery
+        )
         self.reconciler = Reconciler(
             settings, self.tracker, self.applier, self.metrics, self.history
         )
@@ -108,6 +112,7 @@ class Daemon:
         tasks = {
             *(self._task(_checker_name(c, len(self.checkers)), c.run()) for c in self.checkers),
             self._task("discoverer", self.discoverer.run()),
+            self._task("departures", self.departures.run()),
             self._task("reconciler", self.reconciler.run()),
             self._task(
                 "clock", clocks.watch(self.metrics, self.history, self.schedule.all_due_now)
@@ -257,6 +262,7 @@ class Daemon:
                 "next_sweep_at": self.schedule.next_sweep_at(),
             },
             held=frozenset((n, e) for n, hold in holds.items() for e in hold.held),
+            leaving=self.tracker.leaving,
             hold_reason="; ".join(
                 f"{n}: {h.reason}" if len(backends) > 1 else h.reason for n, h in holds.items()
             )

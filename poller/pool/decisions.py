@@ -167,15 +167,19 @@ def candidates(results: Iterable[ProbeResult], pool: Pool) -> list[Observation]:
     return [observation(r) for r in results if r.healthy and r.endpoint not in pool.members]
 
 
-def desired(pool: Pool, live: Collection[Endpoint] = ()) -> list[Endpoint]:
-    """What HAProxy should serve: the serving members, in endpoint order. A member HAProxy
-    does not have yet (`live`) is only added once its last probe passed: never one whose
-    last probe failed (falling), never one only restored from the state file and not yet
-    probed by this process (a node may have died while poller was away)."""
+def desired(
+    pool: Pool, live: Collection[Endpoint] = (), leaving: Collection[str] = ()
+) -> list[Endpoint]:
+    """What HAProxy should serve: the serving members, in endpoint order, but those at an
+    address `leaving` (DNS says their replica is being stopped). A member HAProxy does not
+    have yet (`live`) is only added once its last probe passed: never one whose last probe
+    failed (falling), never one only restored from the state file and not yet probed by
+    this process (a node may have died while poller was away)."""
     return [
         m.endpoint
         for m in pool.serving()
-        if m.endpoint in live or (m.state is State.UP and m.last.outcome == Outcome.OK)
+        if m.endpoint.address not in leaving
+        and (m.endpoint in live or (m.state is State.UP and m.last.outcome == Outcome.OK))
     ]
 
 

@@ -11,6 +11,12 @@ The share is counted over the window, not per step: removals that arrive in step
 8, then 2 of the 4 left a second later) add up against the pool the window started
 with, so staggering cannot slip past the guard. Exactly `max_removed_fraction` is
 allowed; more is held.
+
+Removals the orchestrator announced (`announced`: their addresses left
+`discovery.dns_names`' answer, pool/departures.py) are not the poller's fault: they go at
+once and are not counted. They are taken out of the window's pool too, so the guard
+judges what is left against what was meant to stay: the 2 replicas a scale 6 -> 2 kept,
+failing together, are held, as they would be with no scale-down.
 """
 
 from __future__ import annotations
@@ -53,23 +59,26 @@ def guard(
     settings: GuardSettings,
     now: float,
     previous: Guarded | None = None,
+    announced: Collection[Endpoint] = (),
 ) -> Guarded:
-    wanted, current = frozenset(desired), frozenset(live)
-    removed = current - wanted
+    wanted, current, expected = frozenset(desired), frozenset(live), frozenset(announced)
+    removed = current - wanted - expected
     window = previous.window if previous is not None else None
     if window is not None and now - window.started >= settings.window_seconds:
         window = None  # that window is over: removals start counting afresh
+    if window is not None and expected:
+        window = Window(window.started, window.base - expected, window.removed)
     if not removed:
         return Guarded(wanted, None, window)
     if window is None:
-        window = Window(now, current)
+        window = Window(now, current - expected)
     reasons = []
     if len(wanted) < settings.min_members:
         reasons.append(
             f"{len(wanted)} members would remain, fewer than min_members {settings.min_members}"
         )
     leaving = window.removed | removed
-    share = len(leaving) / len(window.base)
+    share = len(leaving) / max(len(window.base), 1)
     if len(leaving) > 1 and share > settings.max_removed_fraction:
         when = f"within {settings.window_seconds:g} s" if window.removed else "at once"
         reasons.append(

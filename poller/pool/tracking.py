@@ -16,13 +16,14 @@ import logging
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 
 from poller.config import PoolSettings
 from poller.endpoints import Endpoint
 from poller.errors import PollerError
 from poller.pool import decisions, statefile
+from poller.pool.departures import Departures
 from poller.pool.pools import EventKind, Member, Observation, Pool, Rules, State, step
 from poller.results import Sweep, SweepKind
 from poller.status.history import History
@@ -59,6 +60,8 @@ class Tracker:
         self.failing: set[str] = set()  # sweep kinds failing now
         # Addresses of members forgotten lately, newest first: Docker hands them out again.
         self.vacated: deque[str] = deque(maxlen=VACATED)
+        # Addresses DNS says are leaving (discovery.dns_names): out of the desired set.
+        self.departures = Departures()
         self.on_serving_change: list[Callable[[], None]] = []
         self.on_members_change: list[Callable[[str], None]] = []  # hears the service
         self.save_due = asyncio.Event()
@@ -131,6 +134,24 @@ class Tracker:
         self.metrics.last_success.set(self.last_success_wall)
         return True
 
+    def announced(self, answers: Mapping[str, frozenset[str] | None]) -> None:
+        """One round of discovery.dns_names answers (None: that name did not resolve)."""
+        before = self.departures.leaving
+        started = self.departures.update(answers, self.addresses())
+        if started:
+            log.info(
+                "members leaving, as DNS says",
+                extra={"fields": {"addresses": sorted(started), "names": sorted(answers)}},
+            )
+        if self.departures.leaving != before:
+            self.metrics.leaving.set(len(self.departures.leaving))
+            for notify in self.on_serving_change:
+                notify()
+
+    @property
+    def leaving(self) -> frozenset[str]:
+        return self.departures.leaving
+
     def observe(self, service: str, observations: Sequence[Observation]) -> None:
         old = self.pools[service]
         rules = Rules(self.settings.rise, self.settings.fall, self.settings.forget_after_seconds)
@@ -178,7 +199,7 @@ class Tracker:
     # -- the pool -------------------------------------------------------------------------
 
     def desired(self, service: str, live: Collection[Endpoint] = ()) -> list[Endpoint]:
-        return decisions.desired(self.pools[service], live)
+        return decisions.desired(self.pools[service], live, self.departures.leaving)
 
     def gauge_members(self) -> None:
         for name, pool in self.pools.items():

@@ -20,6 +20,19 @@ class Metrics:
         self.members = Gauge(
             "poller_members", "Pool members by service and state.", ["service", "state"], registry=r
         )
+        self.leaving = Gauge(
+            "poller_members_leaving",
+            "Member addresses out of rotation because discovery.dns_names no longer lists "
+            "them (their replicas are being stopped).",
+            registry=r,
+        )
+        self.dns_lookups = Counter(
+            "poller_dns_lookups_total",
+            "Lookups of discovery.dns_names by result (ok, failed: no such name or no "
+            "resolver, late: no answer within dns_interval_seconds).",
+            ["result"],
+            registry=r,
+        )
         self.sweeps = Counter(
             "poller_sweeps_total",
             "Sweeps by kind and result; failed: on the poller's side (the pool kept as it was).",

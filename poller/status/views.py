@@ -31,6 +31,7 @@ class Snapshot:
     latencies: Mapping[Key, Sequence[float | None]]
     discovery: Mapping[str, Any]  # subnets, ports, targets, method, interval_seconds, ...
     held: frozenset[Key] = frozenset()
+    leaving: frozenset[str] = frozenset()  # addresses discovery.dns_names stopped listing
     hold_reason: str | None = None
     live: frozenset[Key] = frozenset()  # what HAProxy serves, by service
     set_aside: Mapping[Key, str] = field(default_factory=dict)  # by hand: maint or drain
@@ -57,6 +58,8 @@ def pool(snapshot: Snapshot) -> dict[str, Any]:
             "state": str(m.state),
             "serving": m.serving,
             "held": (service, m.endpoint) in snapshot.held,
+            # Its replica is being stopped (discovery.dns_names): out of HAProxy, still probed.
+            "leaving": m.endpoint.address in snapshot.leaving,
             # An operator put it in maintenance or drain by hand: poller leaves it alone.
             "set_aside": snapshot.set_aside.get((service, m.endpoint)),
             # Left the pool, still in HAProxy: being drained (or held by the guard).

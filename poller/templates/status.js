@@ -29,6 +29,8 @@ function ago(seconds) {
 function state(member) {
   // An operator's hand on HAProxy wins: poller leaves such a server alone.
   if (member.set_aside) return member.set_aside === "maint" ? "maintenance" : "drained";
+  // Its replica is being stopped, as DNS says (discovery.dns_names): out of HAProxy.
+  if (member.leaving && member.serving) return "leaving";
   return member.draining ? "draining" : member.state;
 }
 

@@ -15,8 +15,9 @@ pytestmark = [pytest.mark.engine, pytest.mark.timeout(900)]
 
 def test_engine_benchmark_smoke(engine: Engine, tmp_path: Path) -> None:
     compose = compose_rounds(engine, 1, tmp_path)
-    poller, peer = swarms(engine, 1, tmp_path)
-    text = table(compose) + "\n" + swarm_table(poller, peer)
+    runs = swarms(engine, 1, tmp_path, probes_only=False)
+    poller, peer = runs["poller"], runs["peer"]
+    text = table(compose) + "\n" + swarm_table(runs)
     print(text)
     assert compose["failed"] == 0, text
     assert poller["failed"] == 0, text

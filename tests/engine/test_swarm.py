@@ -8,6 +8,7 @@ scales. Runs after the compose scenarios, on the same engine.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -94,14 +95,27 @@ def test_03_scale_up_and_down_is_followed_under_load(stack: SwarmStack, tmp_path
         stack.scale("webapp", 8)
         follows(stack, 8, JOIN_BOUND)
         up = time.monotonic() - started
-        started = time.monotonic()
+        # Swarm lists a task in its DNS once its HEALTHCHECK passed (the demo app's: within
+        # 10 s); from then on, Docker's DNS (discovery.dns_names: tasks.webapp) says which
+        # 6 are going before Swarm stops them: out of rotation while they still answer,
+        # with no guard hold.
+        wait_for(lambda: stack.healthy() == 8, 60, "the 8 replicas healthy")
+        before, started = stack.addresses(), time.monotonic()
         stack.scale("webapp", 2)
+        gone = timed(lambda: len(served(stack)) == 2, LEAVE_BOUND + 15, "6 out of rotation")
         follows(stack, 2, LEAVE_BOUND + 15)
         down = time.monotonic() - started
     requests, failed = load.result()
-    print(f"swarm scale 4->8 served in {up:.1f} s, 8->2 in {down:.1f} s; {failed} of {requests}")
+    print(
+        f"swarm scale 4->8 served in {up:.1f} s, 8->2: out of rotation in {gone:.1f} s, "
+        f"followed in {down:.1f} s; {failed} of {requests} failed"
+    )
     assert requests > 0
     assert failed == 0, f"{failed} of {requests} requests failed"
+    log = stack.logs("poller")
+    leaving = [json.loads(line) for line in log.splitlines() if "members leaving, as DNS" in line]
+    assert {a for said in leaving for a in said["addresses"]} == before - stack.addresses()
+    assert "guard holding removals" not in log
 
 
 def update_state(stack: SwarmStack, service: str = "webapp") -> str:

@@ -486,6 +486,15 @@ class SwarmStack:
         run_dir = self.engine.volume_path(f"{self.name}_haproxy-run")
         return HAProxyView(run_dir / "admin.sock", run_dir / "master.sock")
 
+    def healthy(self, service: str = "webapp") -> int:
+        """Running containers of `service` on this node whose HEALTHCHECK passed: Swarm
+        lists a task in its DNS (`tasks.<service>`) only from then on."""
+        label = f"com.docker.swarm.service.name={self.name}_{service}"
+        out = self.engine.docker(
+            "ps", "-q", "--filter", f"label={label}", "--filter", "health=healthy"
+        ).stdout
+        return len(out.split())
+
     def logs(self, service: str) -> str:
         run = self.engine.docker(
             "service", "logs", "--raw", "--no-trunc", f"{self.name}_{service}", check=False

@@ -184,3 +184,17 @@ def test_a_reconcile_with_no_removal_does_not_end_the_window() -> None:
     later = guard([S[0], S[1], S[9]], [*S[:4], S[9]], settings, 12.0, joined)
     assert later.hold is not None
     assert "6 of 8 members would leave within 5 s" in later.hold.reason
+
+
+def test_announced_removals_go_at_once_and_are_not_counted() -> None:
+    done = guard(S[:2], S[:6], DEFAULT, 0.0, announced=S[2:6])
+    assert done.servers == frozenset(S[:2])
+    assert done.hold is None
+
+
+def test_announced_removals_leave_the_windows_pool_so_the_rest_is_judged_strictly() -> None:
+    # 3 failing of the 6 served would be 50 %, allowed; of the 4 meant to stay, 75 %: held.
+    done = guard(S[3:4], S[:6], DEFAULT, 0.0, announced=S[4:6])
+    assert done.hold is not None
+    assert done.hold.held == frozenset(S[:3])
+    assert "3 of 4 members" in done.hold.reason

@@ -568,3 +568,51 @@ def test_how_far_haproxy_is_behind_the_pool_is_a_metric_per_service_with_its_sta
     applier.live = [serving(A), serving(B)]
     asyncio.run(made.reconcile())  # its removal failed: still behind, since it left
     assert behind() == (1, left)
+
+
+SIX = [Endpoint(f"10.0.0.{i}", 3000) for i in range(1, 7)]
+
+
+def test_members_dns_says_are_leaving_go_at_once_and_the_guard_judges_the_rest(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A scale 6 -> 2 announced by DNS (discovery.dns_names): the 4 leave HAProxy at the
+    next apply, with no hold and while their probes still pass; the 2 kept failing
+    together afterwards are held, as they would be with no scale-down."""
+    clock = Clock()
+    applier = FakeApplier(*(Result(Method.NONE) for _ in range(3)))
+    applier.live = [serving(e) for e in SIX]
+    made = reconciler(tmp_path, clock, applier)
+    made.tracker.pools["default"] = Pool({e: up(e) for e in SIX})
+    told: list[int] = []
+    made.tracker.on_serving_change.append(lambda: told.append(1))
+    caplog.set_level(logging.INFO, logger="poller")
+    name = "tasks.web"
+    made.tracker.announced({name: frozenset(e.address for e in SIX)})
+    assert told == []
+    made.tracker.announced({name: frozenset({"10.0.0.1", "10.0.0.2"})})
+    assert told == [1]  # the reconciler hears of it at once
+    [said] = fields(caplog, "members leaving, as DNS says")
+    assert said == {"addresses": [f"10.0.0.{i}" for i in range(3, 7)], "names": [name]}
+    assert sample(made.metrics, "poller_members_leaving") == 4
+    asyncio.run(made.reconcile())
+    assert applier.asked[-1] == {"nodes": frozenset(SIX[:2])}
+    assert made.holds == {}
+    # The two that stay fail together: held, judged against the 2 meant to stay.
+    applier.live = [serving(e) for e in SIX[:2]]
+    made.tracker.pools["default"] = Pool({e: up(e) for e in SIX[2:]})
+    clock.now += 1
+    asyncio.run(made.reconcile())
+    assert made.holds["default"].held == frozenset(SIX[:2])
+    assert "2 of 2 members would leave" in made.holds["default"].reason
+
+
+def test_without_dns_word_the_same_scale_down_is_held(tmp_path: Path) -> None:
+    clock = Clock()
+    applier = FakeApplier(Result(Method.NONE))
+    applier.live = [serving(e) for e in SIX]
+    made = reconciler(tmp_path, clock, applier)
+    made.tracker.pools["default"] = Pool({e: up(e) for e in SIX[:2]})  # 4 failed probes
+    asyncio.run(made.reconcile())
+    assert applier.asked[-1] == {"nodes": frozenset(SIX)}
+    assert made.holds["default"].held == frozenset(SIX[2:])
