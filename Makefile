@@ -91,6 +91,7 @@ bench: venv               ## the benchmarks (minutes); results in docs/BENCHMARK
 	scripts/in-private-netns $(PY) -m bench.status
 	scripts/in-private-netns $(PY) -m bench.slowstart
 	scripts/in-private-netns $(PY) -m bench.drain
+	scripts/in-private-netns $(PY) -m bench.retries
 	@if [ "$$(id -u)" -eq 0 ]; then \
 	   scripts/in-private-netns $(PY) -m bench.lab && \
 	   scripts/in-private-netns $(PY) -m bench.discovery && \

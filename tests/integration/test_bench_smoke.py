@@ -50,3 +50,12 @@ def test_drain_benchmark_smoke() -> None:
         p50 = float(row[2].split(" / ")[0])
         assert 0 < p50 < 2000  # HAProxy stopped sending it requests within its checks' time
         assert row[3].startswith("0 of ")  # and no request failed either way
+
+
+def test_retries_benchmark_smoke() -> None:
+    rows = {row[0]: row for row in bench_rows("retries.py", "", timeout=300)}
+    assert set(rows) == {"off", "idempotent (default)", "all"}
+    for row in rows.values():
+        assert row[1] == "2"  # deaths
+        assert int(row[2].split(" of ")[1].replace(",", "")) > 0  # GETs were sent
+        assert int(row[3].split(" of ")[1].replace(",", "")) > 0  # and POSTs
