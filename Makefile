@@ -85,7 +85,7 @@ lock:                     ## re-pin requirements*.lock from pyproject.toml
 	rm -rf .lock-venv
 
 bench: venv               ## the benchmarks (minutes); results in docs/BENCHMARKS.md
-	@scripts/ensure-packages haproxy wrk nmap
+	@scripts/ensure-packages haproxy wrk nmap keepalived
 	scripts/in-private-netns $(PY) -m bench.scan
 	scripts/in-private-netns $(PY) -m bench.churn
 	scripts/in-private-netns $(PY) -m bench.status
@@ -99,8 +99,9 @@ bench: venv               ## the benchmarks (minutes); results in docs/BENCHMARK
 	   scripts/in-private-netns $(PY) -m bench.footprint && \
 	   scripts/in-private-netns $(PY) -m bench.hot && \
 	   $(PY) -m bench.members && \
+	   $(PY) -m bench.failover && \
 	   $(PY) -m bench.engine; \
-	 else echo "bench/lab.py, discovery.py, services.py, footprint.py, hot.py, members.py, engine.py need root (namespaces): sudo make bench"; fi
+	 else echo "bench/lab.py, discovery.py, services.py, footprint.py, hot.py, members.py, failover.py, engine.py need root (namespaces): sudo make bench"; fi
 
 clean:                    ## remove the venv and the tools' caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -52,3 +52,14 @@ def test_members_benchmark_smoke() -> None:
     assert float(row[4]) < 10  # % of a core at rest
     assert row[-2] == "0"  # no member missed, no killed one still served
     assert row[-1] == "0"  # no neighbour-table overflow
+
+
+def test_failover_benchmark_smoke() -> None:
+    rows = {row[0]: row for row in bench_rows("failover.py", "", timeout=300)}
+    del rows["advert_int"]  # the header
+    assert set(rows) == {"1 s", "0.2 s"}
+    for row in rows.values():
+        assert row[1] == "1"  # failovers
+        over, back = (float(cell.split(" / ")[0]) for cell in (row[2], row[3]))
+        assert over > 0  # the backup answered on the floating address (nan otherwise)
+        assert back > 0  # and the first took it back
