@@ -64,7 +64,7 @@ def one_round(setting: str, deaths: int, slot: float, workdir: Path) -> dict[str
         lab.start_poller()
         wait_for(lambda: serves(lab, len(NODES)), 20, "the nodes served")
         url = f"http://127.0.0.1:{lab.frontend_port}"
-        seconds = int(deaths * slot + 10)
+        seconds = int(deaths * slot + 5)
         (workdir / "post.lua").write_text(POST_SCRIPT)
         loads = {
             "get": ["wrk", "-t1", "-c4", f"-d{seconds}s", "--timeout", "5s", f"{url}/"],

@@ -10,7 +10,9 @@ usual drain) while the replica still serves the ones it has.
 
 The answer is a hint, never a source of members: it adds no target and keeps no member
 in the pool; an address leaves `leaving` when an answer lists it again (the same task
-back, or a new one at the address) or when the pool no longer knows it. A failed or
+back, or a new one at the address), when its member goes down or another node answers
+there (`gone`: a new task at a reused address must not wait for DNS), or when the pool
+no longer knows it. A failed or
 empty answer changes nothing (a DNS outage or a wrong name must not empty a backend),
 nor does an answer that shares no address with the pool (a name of another network):
 it is only kept to compare the next one with.
@@ -18,7 +20,7 @@ it is only kept to compare the next one with.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 
@@ -53,3 +55,11 @@ class Departures:
         started -= listed  # another name still lists it (two services at one address)
         self.leaving = (leaving | started) - listed
         return frozenset(started - leaving)
+
+    def gone(self, addresses: Iterable[str]) -> bool:
+        """The replicas at `addresses` are gone (down, forgotten, another node there): what
+        DNS said of them was about them, not about a new replica at the same address,
+        which Swarm lists only once its HEALTHCHECK passed. True when any was leaving."""
+        found = self.leaving & frozenset(addresses)
+        self.leaving -= found
+        return bool(found)

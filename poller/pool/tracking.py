@@ -32,6 +32,8 @@ from poller.status.metrics import Metrics
 log = logging.getLogger("poller")
 
 QUIET_EVENTS = frozenset({EventKind.CANDIDATE, EventKind.DROPPED})
+# The replica at an address is no longer the one there before: what DNS said of it is void.
+REPLACED = frozenset({EventKind.DOWN, EventKind.FORGOTTEN, EventKind.IDENTITY_CHANGED})
 VACATED = 32
 
 
@@ -172,6 +174,8 @@ class Tracker:
         for event in events:
             if event.kind is EventKind.FORGOTTEN:
                 self.vacated.appendleft(event.endpoint.address)
+        if self.departures.gone(e.endpoint.address for e in events if e.kind in REPLACED):
+            self.metrics.leaving.set(len(self.departures.leaving))
         for event in events:
             fields = {
                 "member": str(event.endpoint),

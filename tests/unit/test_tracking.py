@@ -246,3 +246,27 @@ def test_the_pool_settings_rules_apply_fall_and_forget_after(tmp_path: Path) -> 
     made.checked("web", sweep_of(ProbeResult(A, Outcome.REFUSED, False, 0.1)), [A])
     assert A not in made.pools["web"].members  # forgotten after 5 s down
     assert list(made.vacated) == [A.address]
+
+
+def test_a_new_replica_at_an_address_dns_said_was_leaving_is_served_at_once(
+    tmp_path: Path,
+) -> None:
+    """Swarm reuses addresses, and lists a new task in its DNS only once its HEALTHCHECK
+    passed: the leaving mark goes with the replica it was about (down, or another node
+    answering there), so the new one is served after `rise` probes, not after DNS."""
+    clock = Clock()
+    made = tracker(tmp_path, clock)
+    made.configure(made.settings.model_copy(update={"fall": 1}), tmp_path / "state.json")
+    made.pools["default"] = Pool({A: up(A), B: up(B)})
+    made.announced({"tasks.web": frozenset({A.address, B.address})})
+    made.announced({"tasks.web": frozenset({B.address})})
+    assert made.desired("default") == [B]
+    made.checked("default", sweep_of(ProbeResult(A, Outcome.TIMEOUT, False, 0.1)), [A])
+    assert made.pools["default"].members[A].state is State.DOWN
+    assert made.leaving == frozenset()
+    assert sample(made.metrics, "poller_members_leaving") == 0
+    for _ in range(made.settings.rise):  # a new task at A: DNS does not list it yet
+        clock.now += 1
+        made.checked("default", sweep_of(ok(A)), [A])
+        made.announced({"tasks.web": frozenset({B.address})})
+    assert made.desired("default") == [A, B]
