@@ -124,19 +124,19 @@ class DepartureWatcher:
             self.metrics.dns_lookups.labels(result="late").inc()
         finished = [(order, lookup) for order, lookup in under_way if lookup.done()]
         self.pending[name] = [entry for entry in under_way if not entry[1].done()]
-        results: list[tuple[int, Found | OSError]] = []
+        results: list[tuple[int, Found | Exception]] = []
         for order, lookup in finished:
             try:
                 results.append((order, lookup.result()))
                 self.metrics.dns_lookups.labels(result="ok").inc()
-            except OSError as exc:  # socket.gaierror: no such name, no resolver
+            except (OSError, UnicodeError) as exc:  # gaierror: no such name, no resolver
                 results.append((order, exc))
                 self.metrics.dns_lookups.labels(result="failed").inc()
         if not results or results[-1][0] <= self.used.get(name, -1):
             return None
         order, result = results[-1]
         self.used[name] = order
-        if isinstance(result, OSError):
+        if isinstance(result, Exception):
             if name not in self.silent:
                 self.silent.add(name)
                 log.info(

@@ -142,7 +142,7 @@ class FakeLookups:
         if answer == "hang":
             await self.release.wait()
             answer = self.answers[name]
-        if isinstance(answer, OSError):
+        if isinstance(answer, (OSError, UnicodeError)):
             raise answer
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, 0)) for a in answer]
 
@@ -197,6 +197,12 @@ def test_a_hung_lookup_does_not_stop_the_next_rounds_and_a_late_answer_is_droppe
     assert len(lookups.started) == IN_FLIGHT + 1
     assert sample(made.metrics, "poller_dns_lookups_total", result="late") == IN_FLIGHT + 2
     assert made.pending["tasks.web"] == []
+
+
+def test_a_name_the_resolver_cannot_encode_is_no_answer_not_a_crash() -> None:
+    made = watcher(FakeLookups({"tasks.web": UnicodeError("label too long")}))
+    assert asyncio.run(made.round(["tasks.web"], 0.5)) == {"tasks.web": None}
+    assert sample(made.metrics, "poller_dns_lookups_total", result="failed") == 1
 
 
 @pytest.mark.parametrize(
