@@ -348,7 +348,8 @@ def test_own_network_failing_holds_the_pool(
     lab.start_poller()
     wait_for(lambda: settled(lab, A, B, C), 10, "three members")
     wait_for(lambda: lab.status("/healthz") is not None, 10, "a healthy poller")
-    changes = lab.metric("poller_haproxy_changes_total")
+    # The change that added them is counted once it is whole (settled can see it first).
+    changes = wait_for(lambda: lab.metric("poller_haproxy_changes_total"), 5, "it counted")
 
     broken_loopback_route(True)
     wait_for(
