@@ -17,7 +17,7 @@ demo-netns: runtime-venv  ## the same demo in network namespaces (root)
 	@[ "$$(id -u)" -eq 0 ] || { echo "the namespace lab needs root: sudo make demo-netns"; exit 1; }
 	scripts/in-private-netns $(PY) -m tests.support.netlab
 
-test: venv                ## the whole suite in a private network namespace (~22 min here)
+test: venv                ## the whole suite in a private network namespace (~25 min here)
 	@$(MAKE) --no-print-directory standins
 	scripts/in-private-netns $(PY) -m pytest $(PYTEST_ARGS)
 	@$(MAKE) --no-print-directory test-haproxy3
