@@ -262,8 +262,7 @@ def main() -> None:
     exit_cleanly_on_sigterm()
     events = 1 if args.smoke else args.events
     results = {}
-    keep = os.environ.get("POLLER_BENCH_KEEP")  # a folder to keep the logs in
-    with tempfile.TemporaryDirectory(prefix="poller-bench-failover-", dir=keep) as tmp:
+    with tempfile.TemporaryDirectory(prefix="poller-bench-failover-") as tmp:
         for advert in (1.0, 0.2):
             workdir = Path(tmp) / f"advert-{advert:g}"
             workdir.mkdir()
